@@ -1,0 +1,1 @@
+"""citymesh node: SQLite store, JetStream sync, embedded nats-server, HTTP API and CLI."""

@@ -1,0 +1,1 @@
+"""citymesh coordinators' terminal UI (Textual). Talks to a node only over its HTTP API."""
