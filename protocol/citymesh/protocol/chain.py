@@ -107,6 +107,13 @@ class KeyState:
         self.commitment = genesis.next_key
         self.rotated_at: list[int] = []
 
+    @classmethod
+    def resume(
+        cls, current: bytes, recovery: tuple[bytes, ...], commitment: bytes | None
+    ) -> KeyState:
+        """Continue from a saved state (current key, genesis recovery keys, next-key commitment)."""
+        return cls(Genesis(key=current, recovery=list(recovery), next_key=commitment))
+
     def check_signer(self, record: Record) -> None:
         signer = record.header.signer
         if signer == self.current:

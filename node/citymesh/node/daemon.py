@@ -1,0 +1,207 @@
+"""The node: store, verifier, relay links (or the embedded relay), signing, live events.
+
+`Node` holds the running pieces; `create_app` (app.py) wires it into the HTTP API. Start order:
+store → embedded relay (if no relay is configured) → links (each checks the stream and asks the
+relay for this city's latest seq) → profile and head checkpoint once every relay answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import msgspec
+
+from citymesh.protocol.envelope import seal
+from citymesh.protocol.identity import Genesis, SecretKey, identity_of
+from citymesh.protocol.records import Body, CityBody, HeadBody, Record
+
+from .config import Home, NodeConfig
+from .link import LinkContext, RelayLink
+from .natsserver import NatsServer, ServerConfig
+from .setup import city_body
+from .store.apply import ApplyResult
+from .verify import Verifier
+from .writer import Writer
+
+log = logging.getLogger("citymesh.node")
+
+EMBEDDED = "embedded"
+HEAD_INTERVAL_MS = 24 * 3600 * 1000
+
+
+class NotReadyError(Exception):
+    """The node cannot sign yet: a relay has not confirmed this city's latest seq."""
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class RelaySpec:
+    name: str
+    url: str
+
+
+class Node:
+    def __init__(self, home: Home, config: NodeConfig, *, relays: list[str] | None = None) -> None:
+        self.home = home
+        self.config = config
+        self.network = config.network
+        self.relay_urls = list(relays if relays is not None else config.relays)
+        self.key: SecretKey = home.load_key()
+        self.genesis: Genesis = home.load_genesis()
+        self.identity = identity_of(self.genesis)
+        self.writer = Writer(home.db_path)
+        self.verifier = Verifier()
+        self.links: dict[str, RelayLink] = {}
+        self.embedded: NatsServer | None = None
+        self._sign_lock = asyncio.Lock()
+        self._subscribers: set[asyncio.Queue[Record]] = set()
+        self._head_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.writer.open()
+        specs = [RelaySpec(url, url) for url in self.relay_urls]
+        if not specs:
+            self.home.relay_dir.mkdir(parents=True, exist_ok=True)
+            self.embedded = NatsServer(
+                ServerConfig(store_dir=self.home.relay_dir, server_name="citymesh-embedded")
+            )
+            await asyncio.to_thread(self.embedded.start)
+            specs = [RelaySpec(EMBEDDED, self.embedded.client_url)]
+        ctx = LinkContext(
+            network=self.network,
+            author=self.identity,
+            writer=self.writer,
+            verifier=self.verifier,
+            relay_names=lambda: list(self.links),
+            on_applied=self._on_applied,
+        )
+        for spec in specs:
+            self.links[spec.name] = RelayLink(ctx, spec.name, spec.url)
+        for link in self.links.values():
+            await link.start()
+        self._head_task = asyncio.create_task(self._profile_and_heads(), name="heads")
+
+    async def stop(self) -> None:
+        if self._head_task is not None:
+            self._head_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._head_task
+        for link in self.links.values():
+            await link.stop()
+        self.verifier.close()
+        await self.writer.close()
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.stop)
+
+    # -- readiness and signing -------------------------------------------------------------------
+    async def own_head(self) -> tuple[int, bytes | None]:
+        assert self.writer.store is not None
+        return await self.writer.run(self.writer.store.applied_head, self.identity)
+
+    async def ready(self) -> bool:
+        """True once every relay said how far it holds our chain and we hold at least that."""
+        heads = [link.state.own_head_on_relay for link in self.links.values()]
+        if any(h is None for h in heads):
+            return False
+        seq, _ = await self.own_head()
+        return all(seq >= (h or 0) for h in heads)
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not await self.ready():
+            if time.monotonic() > deadline:
+                waiting = [n for n, ln in self.links.items() if ln.state.own_head_on_relay is None]
+                raise NotReadyError(
+                    "cannot sign yet: waiting for "
+                    + (
+                        f"relays {', '.join(waiting)} to answer"
+                        if waiting
+                        else "own records to arrive"
+                    )
+                )
+            await asyncio.sleep(0.05)
+
+    async def publish(self, body: Body, addr: str = "", *, timeout: float = 30.0) -> Record:
+        """Sign the next record of this city's chain, store it with its outbox rows, send it."""
+        await self.wait_ready(timeout)
+        async with self._sign_lock:
+            seq, prev = await self.own_head()
+            created = max(now_ms(), 0)
+            record = seal(
+                self.key,
+                body=body,
+                network=self.network,
+                author=self.identity,
+                seq=seq + 1,
+                prev=prev,
+                created=created,
+                addr=addr,
+                genesis=self.genesis if seq == 0 else None,
+            )
+            assert self.writer.store is not None
+            result = await self.writer.run(
+                self.writer.store.add_own, record, relays=list(self.links), now_ms=created
+            )
+        for link in self.links.values():
+            link.wake_outbox()
+        await self._on_applied(result)
+        return record
+
+    async def _profile_and_heads(self) -> None:
+        """Publish the city profile when it changed, and a head checkpoint now and daily."""
+        while True:
+            try:
+                await self.wait_ready(timeout=3600)
+                await self.publish_profile()
+                await self.publish_head()
+            except NotReadyError as err:
+                log.warning("%s", err)
+            await asyncio.sleep(HEAD_INTERVAL_MS / 1000)
+
+    def profile(self) -> CityBody:
+        transport = self.home.load_transport_key().public_key
+        return city_body(self.config.city, self.network, transport)
+
+    async def publish_profile(self) -> Record | None:
+        assert self.writer.store is not None
+        body = self.profile()
+        have = await self.writer.run(self.writer.store.current_body, self.identity, "city", "")
+        if have is not None and msgspec.json.decode(have, type=CityBody) == body:
+            return None
+        return await self.publish(body)
+
+    async def publish_head(self) -> Record:
+        assert self.writer.store is not None
+        seq, last = await self.own_head()
+        counts = await self.writer.run(self.writer.store.own_counts, self.identity)
+        return await self.publish(HeadBody(latest_seq=seq, latest_id=last, counts=counts))
+
+    # -- live events -----------------------------------------------------------------------------
+    async def _on_applied(self, result: ApplyResult) -> None:
+        for queue in list(self._subscribers):
+            for rec in result.applied:
+                if queue.full():
+                    continue  # a slow listener misses events rather than stalling ingest
+                queue.put_nowait(rec)
+
+    @contextlib.asynccontextmanager
+    async def events(self, maxsize: int = 1000) -> AsyncIterator[asyncio.Queue[Record]]:
+        queue: asyncio.Queue[Record] = asyncio.Queue(maxsize)
+        self._subscribers.add(queue)
+        try:
+            yield queue
+        finally:
+            self._subscribers.discard(queue)
+
+    async def wait_idle(self) -> None:
+        for link in self.links.values():
+            await link.wait_idle()

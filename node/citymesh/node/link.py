@@ -1,0 +1,339 @@
+"""One relay link: connect (forever), consume the network stream from the cursor, drain the outbox.
+
+Ingest: an ordered push consumer delivers messages to a callback that fills batches; each batch is
+verified in the thread pool while the previous one is applied by the writer; the cursor moves in
+the same SQLite transaction as the records (so a crash re-reads, never skips). Ingest is idempotent
+by record id, so re-reading is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+
+from citymesh.protocol.envelope import open_envelope
+from citymesh.protocol.errors import ProtocolError
+from citymesh.protocol.identity import identity_text
+from citymesh.protocol.records import KINDS
+from citymesh.protocol.subjects import network_filter, stream_name, subject
+
+from .store import Store
+from .store.apply import ApplyResult
+from .streams import ensure_stream
+from .verify import Verified, Verifier
+from .writer import Writer
+
+log = logging.getLogger("citymesh.link")
+
+BATCH = 512
+FLUSH_AFTER = 0.02
+PIPELINE_DEPTH = 3
+PUBLISH_CHUNK = 64
+PING_INTERVAL = 15
+"""Seconds between client pings (the client default of 120 s notices a dead link too late)."""
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class LinkContext:
+    """What a link needs from its node."""
+
+    network: str
+    author: bytes
+    writer: Writer
+    verifier: Verifier
+    relay_names: Callable[[], list[str]]
+    on_applied: Callable[[ApplyResult], Awaitable[None]]
+    create_stream: bool = True
+
+
+@dataclass
+class LinkState:
+    connected: bool = False
+    last_error: str | None = None
+    cursor: int = 0
+    stream_last: int = 0
+    own_head_on_relay: int | None = None
+    """Highest own seq the relay holds, asked at connect; None until it answered."""
+    received: int = 0
+    published: int = 0
+    stream_created: str = ""
+    errors: list[str] = field(default_factory=list)
+
+
+class RelayLink:
+    def __init__(self, ctx: LinkContext, name: str, url: str) -> None:
+        self.ctx = ctx
+        self.name = name
+        self.url = url
+        self.state = LinkState()
+        self.stream = stream_name(ctx.network)
+        self.nc: Client | None = None
+        self.js: JetStreamContext | None = None
+        self._sub: JetStreamContext.PushSubscription | None = None
+        self._buf: list[tuple[bytes, int]] = []
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._stage: asyncio.Queue[tuple[asyncio.Future[Verified], int] | None] = asyncio.Queue(
+            PIPELINE_DEPTH
+        )
+        self._outbox_wakeup = asyncio.Event()
+        self._resubscribe = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._run(), name=f"link-{self.name}"))
+
+    async def stop(self) -> None:
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.nc is not None and not self.nc.is_closed:
+            try:
+                await self.nc.close()
+            except (nats.errors.Error, OSError):
+                pass
+
+    def wake_outbox(self) -> None:
+        self._outbox_wakeup.set()
+
+    async def _run(self) -> None:
+        delay = 0.2
+        while not self._closing:
+            try:
+                await self._connect()
+                break
+            except (TimeoutError, nats.errors.Error, OSError) as err:
+                self._error(f"cannot reach {self.url}: {err or type(err).__name__}")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self._tasks.append(asyncio.create_task(self._applier(), name=f"apply-{self.name}"))
+        self._tasks.append(asyncio.create_task(self._drain_outbox(), name=f"outbox-{self.name}"))
+        while not self._closing:
+            try:
+                await self._prepare()
+                await self._subscribe()
+                self._resubscribe.clear()
+                await self._resubscribe.wait()
+            except (TimeoutError, nats.errors.Error, nats.js.errors.Error, OSError) as err:
+                self._error(f"subscription on {self.url}: {err or type(err).__name__}")
+                await asyncio.sleep(1.0)
+
+    async def _connect(self) -> None:
+        async def on_disconnect() -> None:
+            self.state.connected = False
+
+        async def on_reconnect() -> None:
+            self.state.connected = True
+            self._resubscribe.set()  # the relay may have restarted or lost its store
+            self._outbox_wakeup.set()
+
+        async def on_error(err: Exception) -> None:
+            self._error(f"{type(err).__name__}: {err}")
+
+        self.nc = await nats.connect(
+            self.url,
+            name=f"citymesh {identity_text(self.ctx.author)}",
+            ping_interval=PING_INTERVAL,
+            max_outstanding_pings=3,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=1,
+            connect_timeout=5,
+            disconnected_cb=on_disconnect,
+            reconnected_cb=on_reconnect,
+            error_cb=on_error,
+        )
+        self.js = self.nc.jetstream(timeout=10)
+        self.state.connected = True
+
+    def _error(self, message: str) -> None:
+        if self.state.last_error != message:
+            log.warning("relay %s: %s", self.name, message)
+        self.state.last_error = message
+
+    # -- catch-up and own head -------------------------------------------------------------------
+    async def _prepare(self) -> None:
+        """Check the stream (reset cursor if the relay lost it) and ask for our own latest seq."""
+        assert self.js is not None
+        try:
+            info = await self.js.stream_info(self.stream)
+        except nats.js.errors.NotFoundError:
+            if not self.ctx.create_stream:
+                raise
+            info = await ensure_stream(self.js, self.ctx.network)
+        created = str(info.created or "")
+        last = info.state.last_seq
+        self.state.stream_last = last
+        cursor_created, cursor = await self.ctx.writer.run(self._store().cursor, self.name)
+        if cursor and (cursor > last or (cursor_created and cursor_created != created)):
+            log.warning(
+                "relay %s lost its stream (cursor %d > last %d): re-reading, refilling",
+                self.name,
+                cursor,
+                last,
+            )
+            await self.ctx.writer.run(self._store().reset_cursor, self.name)
+            await self.ctx.writer.run(self._store().queue_all, self.name, now_ms())
+            cursor = 0
+        self.state.cursor = cursor
+        self.state.stream_created = created
+        await self.ctx.writer.run(
+            self._store().queue_unsent_own, self.name, self.ctx.author, now_ms()
+        )
+        self._outbox_wakeup.set()
+        self.state.own_head_on_relay = await self._own_head_on_relay()
+
+    async def _own_head_on_relay(self) -> int:
+        assert self.js is not None
+        best = 0
+        for kind in KINDS:
+            try:
+                msg = await self.js.get_last_msg(
+                    self.stream, subject(self.ctx.network, self.ctx.author, kind)
+                )
+            except nats.js.errors.NotFoundError:
+                continue
+            if msg.data:
+                seq = _peek_seq(msg.data)
+                best = max(best, seq)
+        return best
+
+    def _store(self) -> Store:
+        assert self.ctx.writer.store is not None
+        return self.ctx.writer.store
+
+    async def _subscribe(self) -> None:
+        assert self.js is not None
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except (nats.errors.Error, nats.js.errors.Error):
+                pass
+        start = self.state.cursor + 1
+        config = api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start
+        )
+        self._sub = await self.js.subscribe(
+            network_filter(self.ctx.network),
+            stream=self.stream,
+            cb=self._on_msg,
+            ordered_consumer=True,
+            config=config,
+            idle_heartbeat=5.0,
+        )
+
+    # -- ingest ----------------------------------------------------------------------------------
+    async def _on_msg(self, msg: Msg) -> None:
+        self._buf.append((msg.data, msg.metadata.sequence.stream))
+        if len(self._buf) >= BATCH:
+            await self._flush()
+        elif self._flush_handle is None:
+            loop = asyncio.get_running_loop()
+            self._flush_handle = loop.call_later(FLUSH_AFTER, self._timed_flush)
+
+    def _timed_flush(self) -> None:
+        self._flush_handle = None
+        if self._buf:
+            asyncio.ensure_future(self._flush())
+
+    async def _flush(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        batch, self._buf = self._buf, []
+        if not batch:
+            return
+        last_seq = batch[-1][1]
+        fut = asyncio.ensure_future(self.ctx.verifier.verify([d for d, _ in batch], now_ms()))
+        await self._stage.put((fut, last_seq))
+
+    async def _applier(self) -> None:
+        while True:
+            item = await self._stage.get()
+            if item is None:
+                return
+            fut, last_seq = item
+            records, rejected = await fut
+            others = [n for n in self.ctx.relay_names() if n != self.name]
+            cursor = (self.name, self.stream, self.state.stream_created, last_seq)
+            result = await self.ctx.writer.run(
+                self._store().ingest,
+                records,
+                rejected,
+                now_ms=now_ms(),
+                cursor=cursor,
+                bridge_to=others,
+            )
+            self.state.cursor = last_seq
+            self.state.received += len(records)
+            if result.applied or result.stored:
+                await self.ctx.on_applied(result)
+
+    async def wait_idle(self) -> None:
+        """Until everything delivered so far is applied (for tests and `demo --check`)."""
+        while self._buf or not self._stage.empty():
+            await asyncio.sleep(0.01)
+
+    # -- publish ---------------------------------------------------------------------------------
+    async def _drain_outbox(self) -> None:
+        backoff = 0.2
+        while True:
+            if not self.state.connected or self.js is None:
+                await self._wait_outbox(1.0)
+                continue
+            rows = await self.ctx.writer.run(self._store().pending_outbox, self.name, 512)
+            if not rows:
+                backoff = 0.2
+                await self._wait_outbox(5.0)
+                continue
+            sent: list[bytes] = []
+            try:
+                for i in range(0, len(rows), PUBLISH_CHUNK):
+                    chunk = rows[i : i + PUBLISH_CHUNK]
+                    await asyncio.gather(*(self._publish(*row) for row in chunk))
+                    sent.extend(row[0] for row in chunk)
+            except (TimeoutError, nats.errors.Error, nats.js.errors.Error, OSError) as err:
+                self._error(f"publishing to {self.url}: {err or type(err).__name__}")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                if sent:
+                    await self.ctx.writer.run(self._store().mark_sent, self.name, sent, now_ms())
+                    self.state.published += len(sent)
+
+    async def _wait_outbox(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._outbox_wakeup.wait(), timeout)
+        except TimeoutError:
+            pass
+        self._outbox_wakeup.clear()
+
+    async def _publish(self, record_id: bytes, envelope: bytes, subj: str) -> None:
+        assert self.js is not None
+        await self.js.publish(
+            subj, envelope, stream=self.stream, headers={"Nats-Msg-Id": record_id.hex()}
+        )
+
+
+def _peek_seq(envelope: bytes) -> int:
+    """The seq of an own record the relay holds (0 if it does not verify)."""
+    try:
+        return open_envelope(envelope, now_ms=2**62).header.seq
+    except ProtocolError:
+        return 0

@@ -1,0 +1,306 @@
+"""Applying verified records to the store: chain order, held gaps, equivocation, derived state.
+
+Derived state is a function of the set of valid records only: each author's records are applied in
+seq order (a record beyond a gap is held until the gap fills), so the same records in any order,
+with any duplicates, give the same tables. Every function here runs inside the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from dataclasses import dataclass, field
+
+import msgspec
+
+from citymesh.protocol.chain import KeyState
+from citymesh.protocol.envelope import open_envelope
+from citymesh.protocol.errors import ChainError, ProtocolError
+from citymesh.protocol.records import (
+    CityBody,
+    PracticeBody,
+    RatingBody,
+    Record,
+    ReplicationBody,
+)
+
+MAX_HELD_PER_AUTHOR = 10_000
+"""Records beyond a gap kept per author while waiting for it to fill."""
+
+_json = msgspec.json.Encoder(order="sorted")
+
+
+@dataclass
+class ApplyResult:
+    batch: dict[bytes, Record] = field(default_factory=dict)
+    """Records of the batch being applied, by id (spares re-verifying what was just verified)."""
+    stored: list[Record] = field(default_factory=list)
+    """Newly stored records (applied or held): the ones to bridge to other relays."""
+    applied: list[Record] = field(default_factory=list)
+    """Records that changed derived state, in the order applied (for live events)."""
+    rejected: Counter[str] = field(default_factory=Counter)
+    duplicates: int = 0
+
+
+@dataclass
+class _Author:
+    author: bytes
+    applied_seq: int = 0
+    last_id: bytes | None = None
+    key: bytes | None = None
+    recovery: bytes = b""
+    commitment: bytes | None = None
+    frozen_seq: int | None = None
+
+
+def _load_author(db: sqlite3.Connection, author: bytes) -> _Author:
+    row = db.execute(
+        "SELECT applied_seq, last_id, key, recovery, commitment, frozen_seq FROM authors"
+        " WHERE author = ?",
+        (author,),
+    ).fetchone()
+    if row is None:
+        db.execute("INSERT INTO authors (author) VALUES (?)", (author,))
+        return _Author(author)
+    return _Author(author, row[0], row[1], row[2], row[3] or b"", row[4], row[5])
+
+
+def _save_author(db: sqlite3.Connection, a: _Author) -> None:
+    db.execute(
+        "UPDATE authors SET applied_seq = ?, last_id = ?, key = ?, recovery = ?, commitment = ?,"
+        " frozen_seq = ? WHERE author = ?",
+        (a.applied_seq, a.last_id, a.key, a.recovery, a.commitment, a.frozen_seq, a.author),
+    )
+
+
+def _store(db: sqlite3.Connection, rec: Record, state: str, now_ms: int) -> None:
+    h = rec.header
+    db.execute(
+        "INSERT INTO records (id, author, seq, kind, addr, network, created, signer, prev,"
+        " envelope, state, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            rec.id,
+            h.author,
+            h.seq,
+            h.kind,
+            h.addr,
+            h.network,
+            h.created,
+            h.signer,
+            h.prev,
+            rec.envelope,
+            state,
+            now_ms,
+        ),
+    )
+
+
+def _derive(db: sqlite3.Connection, rec: Record) -> None:
+    """Update current-state tables for one record applied in chain order."""
+    h = rec.header
+    body = rec.body
+    db.execute(
+        "INSERT INTO current (author, kind, addr, id, seq, created, retracted, body)"
+        " VALUES (?, ?, ?, ?, ?, ?, 0, ?) ON CONFLICT (author, kind, addr) DO UPDATE SET"
+        " id = excluded.id, seq = excluded.seq, created = excluded.created, retracted = 0,"
+        " body = excluded.body",
+        (h.author, h.kind, h.addr, rec.id, h.seq, h.created, _json.encode(body).decode()),
+    )
+    if isinstance(body, CityBody):
+        db.execute(
+            "INSERT OR REPLACE INTO cities (author, name, country, seq) VALUES (?, ?, ?, ?)",
+            (h.author, body.name, body.country, h.seq),
+        )
+    elif isinstance(body, PracticeBody):
+        title = body.title.get("en") or next(iter(body.title.values()))
+        db.execute(
+            "INSERT OR REPLACE INTO practices (author, addr, id, seq, created, title, status,"
+            " sectors, target_groups) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                h.author,
+                h.addr,
+                rec.id,
+                h.seq,
+                h.created,
+                title,
+                body.status,
+                " ".join(body.sectors),
+                " ".join(body.target_groups),
+            ),
+        )
+    elif isinstance(body, RatingBody):
+        db.execute(
+            "INSERT OR REPLACE INTO ratings (rater, ref, id, score, created) VALUES (?, ?, ?, ?, ?)",
+            (h.author, h.addr, rec.id, body.score, h.created),
+        )
+    elif isinstance(body, ReplicationBody):
+        db.execute(
+            "INSERT OR REPLACE INTO replications (author, ref, id, relation, status, worked,"
+            " created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                h.author,
+                h.addr,
+                rec.id,
+                body.relation,
+                body.status,
+                body.outcome.worked if body.outcome else None,
+                h.created,
+            ),
+        )
+    elif h.kind == "retraction":
+        target_kind, _, target_addr = h.addr.partition("/")
+        db.execute(
+            "UPDATE current SET retracted = 1 WHERE author = ? AND kind = ? AND addr = ?"
+            " AND seq < ?",
+            (h.author, target_kind, target_addr, h.seq),
+        )
+        table = {
+            "practice": ("practices", "addr"),
+            "rating": ("ratings", "ref"),
+            "replication": ("replications", "ref"),
+        }.get(target_kind)
+        if table is not None:
+            name, column = table
+            author_col = "rater" if name == "ratings" else "author"
+            db.execute(
+                f"DELETE FROM {name} WHERE {author_col} = ? AND {column} = ?",
+                (h.author, target_addr),
+            )
+
+
+_DERIVED = (
+    ("current", "author"),
+    ("cities", "author"),
+    ("practices", "author"),
+    ("ratings", "rater"),
+    ("replications", "author"),
+)
+
+
+def _freeze(
+    db: sqlite3.Connection,
+    a: _Author,
+    seq: int,
+    id_a: bytes,
+    id_b: bytes,
+    now_ms: int,
+    result: ApplyResult,
+) -> None:
+    """Equivocation at ``seq``: keep both as evidence, rebuild the author's state below it."""
+    db.execute(
+        "INSERT OR IGNORE INTO equivocations (author, seq, id_a, id_b, detected)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (a.author, seq, min(id_a, id_b), max(id_a, id_b), now_ms),
+    )
+    result.rejected["equivocation"] += 1
+    if a.frozen_seq is not None and a.frozen_seq <= seq:
+        return
+    a.frozen_seq = seq
+    for table, column in _DERIVED:
+        db.execute(f"DELETE FROM {table} WHERE {column} = ?", (a.author,))
+    db.execute(
+        "UPDATE records SET state = 'evidence' WHERE author = ? AND seq >= ?", (a.author, seq)
+    )
+    db.execute("UPDATE records SET state = 'held' WHERE author = ? AND seq < ?", (a.author, seq))
+    a.applied_seq, a.last_id, a.key, a.recovery, a.commitment = 0, None, None, b"", None
+    _release(db, a, now_ms, result)
+
+
+def _apply_next(
+    db: sqlite3.Connection, a: _Author, rec: Record, now_ms: int, result: ApplyResult
+) -> bool:
+    """Apply ``rec`` (seq == applied_seq + 1). Returns False if it was refused."""
+    h = rec.header
+    if h.seq == 1:
+        assert h.genesis is not None  # checked when the envelope was opened
+        keys = KeyState(h.genesis)
+    else:
+        if h.prev != a.last_id:
+            # Validly signed by the author yet pointing at another history: a fork.
+            assert a.last_id is not None
+            _freeze(db, a, h.seq, rec.id, a.last_id, now_ms, result)
+            return False
+        assert a.key is not None
+        recovery = tuple(a.recovery[i : i + 32] for i in range(0, len(a.recovery), 32))
+        keys = KeyState.resume(a.key, recovery, a.commitment)
+    try:
+        keys.apply(rec)
+    except ChainError:
+        result.rejected[ChainError.code] += 1
+        db.execute("DELETE FROM records WHERE id = ?", (rec.id,))
+        return False
+    a.applied_seq = h.seq
+    a.last_id = rec.id
+    a.key = keys.current
+    a.recovery = b"".join(keys.recovery)
+    a.commitment = keys.commitment
+    db.execute("UPDATE records SET state = 'applied' WHERE id = ?", (rec.id,))
+    _derive(db, rec)
+    result.applied.append(rec)
+    return True
+
+
+def _release(db: sqlite3.Connection, a: _Author, now_ms: int, result: ApplyResult) -> None:
+    """Apply held records that now follow the chain, in order."""
+    while a.frozen_seq is None or a.applied_seq + 1 < a.frozen_seq:
+        rows = db.execute(
+            "SELECT id, envelope FROM records WHERE author = ? AND seq = ? AND state = 'held'",
+            (a.author, a.applied_seq + 1),
+        ).fetchall()
+        if not rows:
+            return
+        if len(rows) > 1:
+            _freeze(db, a, a.applied_seq + 1, rows[0][0], rows[1][0], now_ms, result)
+            return
+        rec = result.batch.get(rows[0][0])
+        if rec is None:
+            try:
+                rec = open_envelope(rows[0][1], now_ms=2**62)
+            except ProtocolError:  # stored bytes no longer verify: drop them, count it
+                db.execute("DELETE FROM records WHERE id = ?", (rows[0][0],))
+                result.rejected["corrupt_stored"] += 1
+                return
+        if not _apply_next(db, a, rec, now_ms, result):
+            return
+
+
+def _held_count(db: sqlite3.Connection, author: bytes) -> int:
+    row = db.execute(
+        "SELECT count(*) FROM records WHERE author = ? AND state = 'held'", (author,)
+    ).fetchone()
+    return int(row[0])
+
+
+def apply_records(db: sqlite3.Connection, records: list[Record], *, now_ms: int) -> ApplyResult:
+    """Store and apply verified records (any order, duplicates allowed). Caller commits."""
+    result = ApplyResult(batch={rec.id: rec for rec in records})
+    authors: dict[bytes, _Author] = {}
+    for rec in records:
+        h = rec.header
+        if db.execute("SELECT 1 FROM records WHERE id = ?", (rec.id,)).fetchone():
+            result.duplicates += 1
+            continue
+        a = authors.get(h.author)
+        if a is None:
+            a = authors[h.author] = _load_author(db, h.author)
+        if a.frozen_seq is not None and h.seq >= a.frozen_seq:
+            result.rejected["frozen"] += 1
+            continue
+        if h.seq <= a.applied_seq:
+            other = db.execute(
+                "SELECT id FROM records WHERE author = ? AND seq = ? AND state = 'applied'",
+                (h.author, h.seq),
+            ).fetchone()
+            _store(db, rec, "evidence", now_ms)
+            result.stored.append(rec)
+            _freeze(db, a, h.seq, rec.id, other[0] if other else rec.id, now_ms, result)
+            continue
+        if h.seq > a.applied_seq + 1 and _held_count(db, h.author) >= MAX_HELD_PER_AUTHOR:
+            result.rejected["held_limit"] += 1
+            continue
+        _store(db, rec, "held", now_ms)
+        result.stored.append(rec)
+        _release(db, a, now_ms, result)
+    for a in authors.values():
+        _save_author(db, a)
+    return result

@@ -1,0 +1,172 @@
+"""Schema migrations: an ordered list of named functions, each applied once and recorded.
+
+Tables (m001): ``records`` holds every accepted record as the exact bytes received, with a state
+(applied | held: waiting for a gap to fill | evidence: equivocation); ``authors`` how far each chain
+is applied and which key signs next; ``current`` the current version per address with its body as
+JSON; ``cities``/``practices``/``ratings``/``replications`` indexed views of ``current``;
+``cursors``/``outbox``/``rejections`` transport bookkeeping.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+
+Migration = Callable[[sqlite3.Connection], None]
+
+
+def _script(db: sqlite3.Connection, sql: str) -> None:
+    """Run several statements inside the caller's transaction (executescript would commit)."""
+    for statement in sql.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def m001_records(db: sqlite3.Connection) -> None:
+    _script(
+        db,
+        """
+        CREATE TABLE records (
+            id BLOB PRIMARY KEY,
+            author BLOB NOT NULL,
+            seq INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            addr TEXT NOT NULL,
+            network TEXT NOT NULL,
+            created INTEGER NOT NULL,
+            signer BLOB NOT NULL,
+            prev BLOB,
+            envelope BLOB NOT NULL,
+            state TEXT NOT NULL,
+            received INTEGER NOT NULL
+        );
+        CREATE INDEX records_author_seq ON records (author, seq);
+        CREATE INDEX records_state ON records (state, author, seq);
+
+        CREATE TABLE authors (
+            author BLOB PRIMARY KEY,
+            applied_seq INTEGER NOT NULL DEFAULT 0,
+            last_id BLOB,
+            key BLOB,
+            recovery BLOB,
+            commitment BLOB,
+            frozen_seq INTEGER,
+            network TEXT
+        );
+
+        CREATE TABLE equivocations (
+            author BLOB NOT NULL,
+            seq INTEGER NOT NULL,
+            id_a BLOB NOT NULL,
+            id_b BLOB NOT NULL,
+            detected INTEGER NOT NULL,
+            PRIMARY KEY (author, seq, id_a, id_b)
+        );
+
+        CREATE TABLE current (
+            author BLOB NOT NULL,
+            kind TEXT NOT NULL,
+            addr TEXT NOT NULL,
+            id BLOB NOT NULL,
+            seq INTEGER NOT NULL,
+            created INTEGER NOT NULL,
+            retracted INTEGER NOT NULL DEFAULT 0,
+            body TEXT NOT NULL,
+            PRIMARY KEY (author, kind, addr)
+        );
+        CREATE INDEX current_kind ON current (kind, retracted);
+
+        CREATE TABLE cities (
+            author BLOB PRIMARY KEY,
+            name TEXT NOT NULL,
+            country TEXT NOT NULL,
+            seq INTEGER NOT NULL
+        );
+
+        CREATE TABLE practices (
+            author BLOB NOT NULL,
+            addr TEXT NOT NULL,
+            id BLOB NOT NULL,
+            seq INTEGER NOT NULL,
+            created INTEGER NOT NULL,
+            title TEXT NOT NULL,
+            status TEXT NOT NULL,
+            sectors TEXT NOT NULL,
+            target_groups TEXT NOT NULL,
+            PRIMARY KEY (author, addr)
+        );
+        CREATE INDEX practices_created ON practices (created);
+
+        CREATE TABLE ratings (
+            rater BLOB NOT NULL,
+            ref TEXT NOT NULL,
+            id BLOB NOT NULL,
+            score INTEGER NOT NULL,
+            created INTEGER NOT NULL,
+            PRIMARY KEY (rater, ref)
+        );
+        CREATE INDEX ratings_ref ON ratings (ref);
+
+        CREATE TABLE replications (
+            author BLOB NOT NULL,
+            ref TEXT NOT NULL,
+            id BLOB NOT NULL,
+            relation TEXT NOT NULL,
+            status TEXT NOT NULL,
+            worked TEXT,
+            created INTEGER NOT NULL,
+            PRIMARY KEY (author, ref)
+        );
+        CREATE INDEX replications_ref ON replications (ref);
+
+        CREATE TABLE cursors (
+            relay TEXT PRIMARY KEY,
+            stream TEXT NOT NULL,
+            stream_created TEXT NOT NULL DEFAULT '',
+            seq INTEGER NOT NULL
+        );
+        CREATE TABLE outbox (
+            relay TEXT NOT NULL,
+            id BLOB NOT NULL,
+            queued INTEGER NOT NULL,
+            sent INTEGER,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (relay, id)
+        );
+        CREATE INDEX outbox_pending ON outbox (relay, sent);
+        CREATE TABLE rejections (
+            reason TEXT PRIMARY KEY,
+            count INTEGER NOT NULL
+        );
+        """,
+    )
+
+
+MIGRATIONS: list[Migration] = [m001_records]
+
+
+def migrate(db: sqlite3.Connection) -> list[str]:
+    """Apply the migrations not yet recorded; return the names applied."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied INTEGER NOT NULL)"
+    )
+    done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+    applied: list[str] = []
+    for migration in MIGRATIONS:
+        name = migration.__name__
+        if name in done:
+            continue
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            migration(db)
+            db.execute(
+                "INSERT INTO _migrations (name, applied) VALUES (?, ?)",
+                (name, int(time.time() * 1000)),
+            )
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        applied.append(name)
+    return applied
