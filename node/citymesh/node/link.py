@@ -9,6 +9,7 @@ by record id, so re-reading is harmless.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -86,7 +87,8 @@ class RelayLink:
         self._sub: JetStreamContext.PushSubscription | None = None
         self._buf: list[tuple[bytes, int]] = []
         self._flush_handle: asyncio.TimerHandle | None = None
-        self._stage: asyncio.Queue[tuple[asyncio.Future[Verified], int] | None] = asyncio.Queue(
+        self._timed: asyncio.Task[None] | None = None
+        self._stage: asyncio.Queue[tuple[asyncio.Task[Verified], int] | None] = asyncio.Queue(
             PIPELINE_DEPTH
         )
         self._outbox_wakeup = asyncio.Event()
@@ -104,10 +106,8 @@ class RelayLink:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.nc is not None and not self.nc.is_closed:
-            try:
+            with contextlib.suppress(nats.errors.Error, OSError):
                 await self.nc.close()
-            except (nats.errors.Error, OSError):
-                pass
 
     def wake_outbox(self) -> None:
         self._outbox_wakeup.set()
@@ -221,10 +221,8 @@ class RelayLink:
     async def _subscribe(self) -> None:
         assert self.js is not None
         if self._sub is not None:
-            try:
+            with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
                 await self._sub.unsubscribe()
-            except (nats.errors.Error, nats.js.errors.Error):
-                pass
         start = self.state.cursor + 1
         config = api.ConsumerConfig(
             deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start
@@ -250,7 +248,7 @@ class RelayLink:
     def _timed_flush(self) -> None:
         self._flush_handle = None
         if self._buf:
-            asyncio.ensure_future(self._flush())
+            self._timed = asyncio.create_task(self._flush())
 
     async def _flush(self) -> None:
         if self._flush_handle is not None:
@@ -260,7 +258,8 @@ class RelayLink:
         if not batch:
             return
         last_seq = batch[-1][1]
-        fut = asyncio.ensure_future(self.ctx.verifier.verify([d for d, _ in batch], now_ms()))
+        envelopes = [d for d, _ in batch]
+        fut = asyncio.create_task(self.ctx.verifier.verify(envelopes, now_ms()))
         await self._stage.put((fut, last_seq))
 
     async def _applier(self) -> None:
@@ -318,10 +317,8 @@ class RelayLink:
                     self.state.published += len(sent)
 
     async def _wait_outbox(self, timeout: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._outbox_wakeup.wait(), timeout)
-        except TimeoutError:
-            pass
         self._outbox_wakeup.clear()
 
     async def _publish(self, record_id: bytes, envelope: bytes, subj: str) -> None:
