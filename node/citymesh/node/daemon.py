@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import msgspec
@@ -130,11 +130,23 @@ class Node:
                 )
             await asyncio.sleep(0.05)
 
-    async def publish(self, body: Body, addr: str = "", *, timeout: float = 30.0) -> Record:
-        """Sign the next record of this city's chain, store it with its outbox rows, send it."""
+    async def publish(
+        self,
+        body: Body | Callable[[int, bytes | None], Body],
+        addr: str = "",
+        *,
+        timeout: float = 30.0,
+    ) -> Record:
+        """Sign the next record of this city's chain, store it with its outbox rows, send it.
+
+        ``body`` may be a function of the chain head (seq, id) it will follow, for bodies that
+        depend on it (a head checkpoint); it is called under the signing lock.
+        """
         await self.wait_ready(timeout)
         async with self._sign_lock:
             seq, prev = await self.own_head()
+            if callable(body):
+                body = body(seq, prev)
             created = max(now_ms(), 0)
             record = seal(
                 self.key,
@@ -181,9 +193,10 @@ class Node:
 
     async def publish_head(self) -> Record:
         assert self.writer.store is not None
-        seq, last = await self.own_head()
         counts = await self.writer.run(self.writer.store.own_counts, self.identity)
-        return await self.publish(HeadBody(latest_seq=seq, latest_id=last, counts=counts))
+        return await self.publish(
+            lambda seq, last: HeadBody(latest_seq=seq, latest_id=last, counts=counts)
+        )
 
     # -- live events -----------------------------------------------------------------------------
     async def _on_applied(self, result: ApplyResult) -> None:
