@@ -12,6 +12,7 @@ The class is synchronous and thread-safe; from asyncio use ``await asyncio.to_th
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import os
 import re
@@ -481,10 +482,8 @@ class NatsServer:
 
     @staticmethod
     def _signal(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):  # exited meanwhile
             proc.send_signal(sig)
-        except ProcessLookupError:
-            pass
 
     def __enter__(self) -> Self:
         self.start()

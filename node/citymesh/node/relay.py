@@ -203,7 +203,10 @@ async def _run(
             if code != 0:
                 await asyncio.to_thread(server.stop)  # reap, and read the log to its end
                 last = relevant_log_line(server.log_tail())
-                raise RelayError(f"nats-server exited unexpectedly with code {code}: {last}")
+                how = f"with code {code}"
+                if code is not None and code < 0:
+                    how = f"killed by {signal.Signals(-code).name}"
+                raise RelayError(f"nats-server exited unexpectedly, {how}; last log line: {last}")
     finally:
         await asyncio.to_thread(server.stop)
         if stopping is not None:

@@ -1,0 +1,48 @@
+"""The application factory: the one place the node and its HTTP API are wired together.
+
+Each resource (the node with its store, links and embedded relay; the read-only connection) is a
+cleanup context, started and stopped in order with the app.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from .config import Home, NodeConfig
+from .daemon import Node
+from .keys import CURSOR_KEY, NODE, READER, TOKEN
+from .middlewares import auth, errors
+from .openapi import add_openapi
+from .reader import Reader
+from .routes import add_routes
+
+
+def create_app(
+    home: Home, config: NodeConfig, *, relays: list[str] | None = None
+) -> web.Application:
+    app = web.Application(middlewares=[errors, auth], client_max_size=config.max_body_bytes)
+    app[TOKEN] = home.load_token()
+    app[CURSOR_KEY] = hashlib.sha256(b"citymesh/cursor-key\x00" + os.urandom(32)).digest()
+
+    async def node_ctx(app: web.Application) -> AsyncIterator[None]:
+        node = Node(home, config, relays=relays)
+        await node.start()
+        app[NODE] = node
+        yield
+        await node.stop()
+
+    async def reader_ctx(app: web.Application) -> AsyncIterator[None]:
+        reader = Reader(home.db_path)
+        app[READER] = reader
+        yield
+        await reader.close()
+
+    app.cleanup_ctx.append(node_ctx)
+    app.cleanup_ctx.append(reader_ctx)
+    add_routes(app)
+    add_openapi(app)
+    return app

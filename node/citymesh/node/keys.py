@@ -1,0 +1,13 @@
+"""Typed application keys (aiohttp AppKey) shared by the app factory and the handlers."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .daemon import Node
+from .reader import Reader
+
+NODE = web.AppKey("node", Node)
+READER = web.AppKey("reader", Reader)
+TOKEN = web.AppKey("token", str)
+CURSOR_KEY = web.AppKey("cursor_key", bytes)

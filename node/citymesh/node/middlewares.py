@@ -1,0 +1,96 @@
+"""Authentication and error translation, once, for every route.
+
+Every error leaves as ``{"error": {"code", "message", "field"}}`` with a 4xx status for bad input.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from aiohttp import web
+
+from citymesh.protocol import api
+from citymesh.protocol.errors import ProtocolError
+
+from .daemon import NotReadyError
+from .keys import TOKEN
+
+log = logging.getLogger("citymesh.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PUBLIC_PATHS = frozenset({"/healthz"})
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid",
+}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    *,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    body = api.ErrorResponse(error=api.ErrorDetail(code=code, message=message, field=field))
+    return web.Response(
+        status=status,
+        body=msgspec.json.encode(body),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ProtocolError as err:
+        detail = api.error_detail(err)
+        return error_response(400, detail.code, detail.message, detail.field)
+    except msgspec.DecodeError as err:
+        detail = api.error_detail(err)
+        return error_response(400, detail.code, detail.message, detail.field)
+    except NotReadyError as err:
+        return error_response(503, "not_ready", str(err), headers={"Retry-After": "5"})
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _STATUS_CODES.get(exc.status, "http_error")
+        return error_response(exc.status, code, exc.reason, headers=_keep_headers(exc))
+    except Exception:
+        log.exception("unexpected error serving %s %s", request.method, request.path)
+        return error_response(500, "internal", "internal error; see the node log")
+
+
+def _keep_headers(exc: web.HTTPException) -> dict[str, str]:
+    return {k: v for k, v in exc.headers.items() if k in ("Allow", "WWW-Authenticate")}
+
+
+@web.middleware
+async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path in PUBLIC_PATHS:
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    expected = request.app[TOKEN]
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), expected):
+        return error_response(
+            401,
+            "unauthorized",
+            "missing or wrong bearer token (see <home>/api.token)",
+            headers={"WWW-Authenticate": 'Bearer realm="citymesh"'},
+        )
+    return await handler(request)

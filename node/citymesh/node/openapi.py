@@ -1,0 +1,152 @@
+"""OpenAPI 3.1 document, generated from the msgspec Structs in citymesh.protocol.api."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from citymesh.protocol import api
+
+from .routes import VERSION, json_response
+
+REF = "#/components/schemas/{name}"
+
+
+def _ref(t: type[msgspec.Struct]) -> dict[str, str]:
+    return {"$ref": REF.format(name=t.__name__)}
+
+
+def _json(t: type[msgspec.Struct], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(t)}}}
+
+
+ERRORS = {
+    "400": _json(api.ErrorResponse, "Bad input: the error names the field and the reason."),
+    "401": _json(api.ErrorResponse, "Missing or wrong bearer token."),
+}
+
+
+def _query_params(t: type[msgspec.Struct], schemas: dict[str, Any]) -> list[dict[str, Any]]:
+    props = schemas[t.__name__].get("properties", {})
+    return [
+        {"name": name, "in": "query", "required": False, "schema": schema}
+        for name, schema in props.items()
+    ]
+
+
+def _path_param(name: str, description: str, pattern: str | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if pattern:
+        schema["pattern"] = pattern
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": schema,
+    }
+
+
+def build_document() -> dict[str, Any]:
+    _, schemas = msgspec.json.schema_components(api.SCHEMA_TYPES, ref_template=REF)
+    for schema in schemas.values():
+        if "description" in schema:
+            schema["description"] = inspect.cleandoc(schema["description"])
+    author = _path_param("author", "Author identity (cmid1…)", r"^cmid1[02-9ac-hj-np-z]{38}$")
+    addr = _path_param("addr", "Practice slug", r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+    paths: dict[str, Any] = {
+        "/healthz": {
+            "get": {
+                "summary": "Liveness (no authentication)",
+                "security": [],
+                "responses": {"200": _json(api.Health, "The node is up.")},
+            }
+        },
+        "/v1/status": {
+            "get": {
+                "summary": "This city, its key, networks, relays with lag, record counts",
+                "responses": {"200": _json(api.Status, "Node status."), "401": ERRORS["401"]},
+            }
+        },
+        "/v1/practices": {
+            "get": {
+                "summary": "Search practices",
+                "parameters": _query_params(api.PracticeQuery, schemas),
+                "responses": {"200": _json(api.PracticeList, "One page of results."), **ERRORS},
+            },
+            "post": {
+                "summary": "Publish or update one of this city's practices",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref(api.PracticeIn)}},
+                },
+                "responses": {
+                    "201": _json(api.Published, "Signed, stored and queued for every relay."),
+                    "413": _json(api.ErrorResponse, "Body over the size limit."),
+                    "415": _json(api.ErrorResponse, "Body is not application/json."),
+                    "503": _json(api.ErrorResponse, "Not ready to sign yet; retry."),
+                    **ERRORS,
+                },
+            },
+        },
+        "/v1/practices/{author}/{addr}": {
+            "get": {
+                "summary": "One practice with ratings, replications and history",
+                "parameters": [author, addr],
+                "responses": {
+                    "200": _json(api.PracticeDetail, "The current version."),
+                    "404": _json(api.ErrorResponse, "Not held here (or retracted)."),
+                    **ERRORS,
+                },
+            }
+        },
+        "/v1/records/{id}": {
+            "get": {
+                "summary": "A raw signed record (envelope bytes exactly as received)",
+                "parameters": [_path_param("id", "Record id, 64 hex digits", r"^[0-9a-f]{64}$")],
+                "responses": {
+                    "200": {
+                        "description": "The envelope (see PROTOCOL.md).",
+                        "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+                    },
+                    "404": _json(api.ErrorResponse, "No such record here."),
+                    **ERRORS,
+                },
+            }
+        },
+        "/v1/events": {
+            "get": {
+                "summary": "Server-sent events: one `record` event (data: Event JSON) per record",
+                "responses": {
+                    "200": {
+                        "description": "text/event-stream",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    "401": ERRORS["401"],
+                },
+            }
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "citymesh node API", "version": VERSION},
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def add_openapi(app: web.Application) -> None:
+    document = build_document()
+
+    async def openapi(request: web.Request) -> web.Response:
+        return json_response(document)
+
+    app.router.add_get("/openapi.json", openapi)

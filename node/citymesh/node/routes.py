@@ -1,0 +1,167 @@
+"""HTTP handlers: typed, happy-path; errors are translated once in middlewares.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import msgspec
+from aiohttp import web
+
+from citymesh.protocol import PROTOCOL_VERSION, api
+from citymesh.protocol.identity import fingerprint, identity_text, public_key_text
+
+from . import queries
+from .daemon import EMBEDDED, Node
+from .keys import CURSOR_KEY, NODE, READER
+
+VERSION = "0.1.0"
+SSE_PING_SECONDS = 15.0
+
+
+def json_response(value: object, status: int = 200) -> web.Response:
+    return web.Response(
+        status=status, body=msgspec.json.encode(value), content_type="application/json"
+    )
+
+
+async def read_json(request: web.Request, type_: type[msgspec.Struct]) -> object:
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(reason="send the body as application/json")
+    body = await request.read()
+    return msgspec.json.decode(body, type=type_)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response(api.Health(protocol=PROTOCOL_VERSION, version=VERSION))
+
+
+async def status(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    kinds, rejected = await request.app[READER].run(queries.counts)
+    seq, _ = await node.own_head()
+    relays = []
+    for name, link in node.links.items():
+        pending = await node.writer.run(node.writer.store.outbox_size, name)  # type: ignore[union-attr]
+        relays.append(
+            api.RelayStatus(
+                url=link.url if name != EMBEDDED else f"{link.url} (embedded)",
+                connected=link.state.connected,
+                lag=max(0, link.state.stream_last - link.state.cursor),
+                last_error=link.state.last_error,
+                cursor=link.state.cursor,
+                outbox_pending=pending,
+                embedded=name == EMBEDDED,
+            )
+        )
+    ready = await node.ready()
+    return json_response(
+        api.Status(
+            city=node.config.city.name,
+            country=node.config.city.country,
+            identity=identity_text(node.identity),
+            fingerprint=fingerprint(node.identity),
+            key=public_key_text(node.key.public_key),
+            key_fingerprint=fingerprint(node.key.public_key),
+            seq=seq,
+            networks=[node.network],
+            relays=relays,
+            records=kinds,  # type: ignore[arg-type]
+            rejected=rejected,
+            ready_to_publish=ready,
+            not_ready_reason=None if ready else "waiting for relays to confirm this city's chain",
+            version=VERSION,
+        )
+    )
+
+
+async def publish_practice(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    practice = await read_json(request, api.PracticeIn)
+    assert isinstance(practice, api.PracticeIn)
+    record = await node.publish(api.practice_body(practice), addr=practice.addr)
+    return json_response(
+        api.Published(
+            ref=api.format_ref(node.identity, practice.addr), id=record.id.hex(), seq=record.seq
+        ),
+        status=201,
+    )
+
+
+async def list_practices(request: web.Request) -> web.Response:
+    params = {k: v for k, v in request.query.items() if v != ""}
+    query = msgspec.convert(params, api.PracticeQuery, strict=False)
+    result = await request.app[READER].run(
+        queries.list_practices, query, key=request.app[CURSOR_KEY]
+    )
+    return json_response(result)
+
+
+async def practice_detail(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    author = api.identity_from_text(request.match_info["author"])
+    addr = request.match_info["addr"]
+    api.parse_ref(f"{request.match_info['author']}/{addr}")
+    detail = await request.app[READER].run(queries.practice_detail, author, addr, own=node.identity)
+    if detail is None:
+        raise web.HTTPNotFound(reason=f"no practice {request.match_info['author']}/{addr} here")
+    return json_response(detail)
+
+
+async def raw_record(request: web.Request) -> web.Response:
+    record_id = api.parse_record_id(request.match_info["id"])
+    envelope = await request.app[READER].run(queries.raw_record, record_id)
+    if envelope is None:
+        raise web.HTTPNotFound(reason="no such record here")
+    return web.Response(body=envelope, content_type="application/octet-stream")
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: one ``data:`` line (an `api.Event`) per record applied."""
+    node: Node = request.app[NODE]
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await response.prepare(request)
+    await response.write(b": citymesh events\n\n")
+    async with node.events() as queue:
+        while True:
+            try:
+                rec = await asyncio.wait_for(queue.get(), SSE_PING_SECONDS)
+            except TimeoutError:
+                await response.write(b": ping\n\n")
+                continue
+            h = rec.header
+            ref = None
+            if h.kind == "practice":
+                ref = api.format_ref(h.author, h.addr)
+            elif h.kind in ("rating", "replication"):
+                ref = h.addr
+            event = api.Event(
+                id=rec.id.hex(),
+                kind=h.kind,
+                author=identity_text(h.author),
+                seq=h.seq,
+                addr=h.addr,
+                network=h.network,
+                ref=ref,
+            )
+            with contextlib.suppress(ConnectionResetError):
+                await response.write(
+                    b"event: record\nid: "
+                    + rec.id.hex().encode()
+                    + b"\ndata: "
+                    + msgspec.json.encode(event)
+                    + b"\n\n"
+                )
+    return response
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/v1/status", status)
+    app.router.add_post("/v1/practices", publish_practice)
+    app.router.add_get("/v1/practices", list_practices)
+    app.router.add_get("/v1/practices/{author}/{addr}", practice_detail)
+    app.router.add_get("/v1/records/{id}", raw_record)
+    app.router.add_get("/v1/events", events)

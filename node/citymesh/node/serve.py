@@ -1,0 +1,60 @@
+"""Running the node with its HTTP API until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+
+from aiohttp import web
+
+from citymesh.protocol.identity import identity_text
+
+from .app import create_app
+from .config import Home, NodeConfig
+from .keys import NODE
+
+
+async def serve(
+    home: Home,
+    config: NodeConfig,
+    host: str,
+    port: int,
+    *,
+    relays: list[str] | None = None,
+    ready: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+    quiet: bool = False,
+) -> None:
+    """Start node and API; print where they are; run until a signal (or ``stop`` is set)."""
+    app = create_app(home, config, relays=relays)
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+    await runner.setup()
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        node = app[NODE]
+        if not quiet:
+            relays_text = ", ".join(
+                f"{link.url} (embedded)" if name == "embedded" else link.url
+                for name, link in node.links.items()
+            )
+            print(
+                f"citymesh node {config.city.name} {identity_text(node.identity)}\n"
+                f"  api    http://{host}:{port}  (token in {home.token_path})\n"
+                f"  relays {relays_text}",
+                flush=True,
+            )
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+        await runner.cleanup()
