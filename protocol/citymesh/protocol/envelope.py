@@ -65,7 +65,7 @@ _ADDR_RULES: Final[dict[str, re.Pattern[str]]] = {
     "practice": re.compile(rf"\A{_SLUG}\Z"),
     "rating": re.compile(rf"\A{_IDENT}/{_SLUG}\Z"),
     "replication": re.compile(rf"\A{_IDENT}/{_SLUG}\Z"),
-    "indicators": re.compile(r"\A[A-Z][A-Z0-9_]{1,39}/\d{4}(-(Q[1-4]|S[12]|\d{2}))?\Z"),
+    "indicators": re.compile(r"\A[A-Z][A-Z0-9_]{1,39}/[0-9]{4}(-(Q[1-4]|S[12]|[0-9]{2}))?\Z"),
     "network": re.compile(r"\A[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?\Z"),
     "membership": re.compile(rf"\A{_IDENT}\Z"),
     "key_rotation": re.compile(r"\A\Z"),
@@ -117,7 +117,14 @@ def split_envelope(data: bytes) -> tuple[bytes, bytes]:
         if length < 256:
             raise NonCanonicalError("payload length uses a wider header than needed")
     elif tag == 0xC6:
-        raise TooLargeError("payload length header allows more than 64 KiB")
+        # A payload of exactly MAX_PAYLOAD (65536) bytes needs the 4-byte length header.
+        length, pos = int.from_bytes(data[pos + 1 : pos + 5], "big"), pos + 5
+        if pos > len(data):
+            raise MalformedError("envelope is truncated")
+        if length > MAX_PAYLOAD:
+            raise TooLargeError(f"payload is {length} bytes, over the {MAX_PAYLOAD} byte limit")
+        if length < 65536:
+            raise NonCanonicalError("payload length uses a wider header than needed")
     else:
         raise MalformedError("payload must be MessagePack bin")
     if length < 0 or pos + length > len(data):
@@ -152,11 +159,24 @@ def _schema_error(err: msgspec.ValidationError, where: str) -> ProtocolError:
 
 def _decode_payload(payload: bytes) -> tuple[Header, Body]:
     try:
+        return _decode_typed(payload)
+    except ProtocolError:
+        # Non-canonical bytes are reported as such before any version, kind or schema problem
+        # (PROTOCOL.md §5), as a decoder that checks the form first would; valid records never
+        # pay for this second look.
+        check_canonical(payload)
+        raise
+
+
+def _decode_typed(payload: bytes) -> tuple[Header, Body]:
+    try:
         head = _kind_decoder.decode(payload)
     except msgspec.ValidationError as err:
         raise InvalidRecordError(f"payload header: {err}") from err
     except msgspec.DecodeError as err:
         raise MalformedError(f"payload is not valid MessagePack: {err}") from err
+    except (RecursionError, ValueError) as err:  # too deep to skip; invalid UTF-8 in a str
+        raise MalformedError(f"payload cannot be decoded: {err}") from err
     if head.v != PROTOCOL_VERSION:
         raise UnsupportedVersionError(f"protocol version {head.v} is not supported")
     if head.kind not in KINDS:
@@ -238,6 +258,8 @@ def open_envelope(data: bytes, *, now_ms: int) -> Record:
         raise InvalidRecordError(f"payload signer: {err}", field="signer") from err
     except msgspec.DecodeError as err:
         raise MalformedError(f"payload is not valid MessagePack: {err}") from err
+    except (RecursionError, ValueError) as err:  # unsigned input: too deep, invalid UTF-8
+        raise MalformedError(f"payload cannot be decoded: {err}") from err
     verify_detached(signer, signed_message(payload), signature)
     header, body = _decode_payload(payload)
     check_header(header, body, now_ms=now_ms)

@@ -44,21 +44,24 @@ MAX_FUTURE_MS: Final = 15 * 60 * 1000
 MAX_SEQ: Final = 2**53 - 1
 
 # -- scalar aliases -----------------------------------------------------------------------------
+# Patterns end in `(?!\n)$`: msgspec matches with `re.search`, whose `$` also matches before a
+# final newline (so 'BEL\n' would pass `^[A-Z]{3}$`); the look-ahead keeps the pattern valid
+# ECMA-262 for JSON Schema. Digits are `[0-9]`, never `\d` (which takes any Unicode digit).
 IdentityBytes = Annotated[bytes, Meta(min_length=IDENTITY_BYTES, max_length=IDENTITY_BYTES)]
 RecordId = Annotated[bytes, Meta(min_length=32, max_length=32)]
 Signature = Annotated[bytes, Meta(min_length=64, max_length=64)]
 Seq = Annotated[int, Meta(ge=1, le=MAX_SEQ)]
 TimestampMs = Annotated[int, Meta(ge=0, le=2**53 - 1)]
 
-Lang = Annotated[str, Meta(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$", max_length=12)]
-NetworkName = Annotated[str, Meta(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")]
-Slug = Annotated[str, Meta(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")]
-Country = Annotated[str, Meta(pattern=r"^[A-Z]{3}$")]
-Mailbox = Annotated[str, Meta(pattern=r"^[^@\s]{1,64}@[^@\s]{1,188}$", max_length=254)]
-Url = Annotated[str, Meta(pattern=r"^https?://[^\s]{1,490}$", max_length=500)]
-RelayUrl = Annotated[str, Meta(pattern=r"^(nats|tls|wss?)://[^\s]{1,250}$", max_length=260)]
+Lang = Annotated[str, Meta(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?(?!\n)$", max_length=12)]
+NetworkName = Annotated[str, Meta(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?(?!\n)$")]
+Slug = Annotated[str, Meta(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?(?!\n)$")]
+Country = Annotated[str, Meta(pattern=r"^[A-Z]{3}(?!\n)$")]
+Mailbox = Annotated[str, Meta(pattern=r"^[^@\s]{1,64}@[^@\s]{1,188}(?!\n)$", max_length=254)]
+Url = Annotated[str, Meta(pattern=r"^https?://[^\s]{1,490}(?!\n)$", max_length=500)]
+RelayUrl = Annotated[str, Meta(pattern=r"^(nats|tls|wss?)://[^\s]{1,250}(?!\n)$", max_length=260)]
 Spdx = Annotated[
-    str, Meta(pattern=r"^[A-Za-z0-9.+()-]{1,64}( (AND|OR|WITH) [A-Za-z0-9.+()-]{1,64}){0,3}$")
+    str, Meta(pattern=r"^[A-Za-z0-9.+()-]{1,64}( (AND|OR|WITH) [A-Za-z0-9.+()-]{1,64}){0,3}(?!\n)$")
 ]
 Name = Annotated[str, Meta(min_length=1, max_length=120)]
 Label = Annotated[str, Meta(max_length=200)]
@@ -66,12 +69,12 @@ Short = Annotated[str, Meta(max_length=1000)]
 Long = Annotated[str, Meta(max_length=8000)]
 Markdown = Annotated[str, Meta(max_length=40000)]
 PracticeRefText = Annotated[
-    str, Meta(pattern=r"^cmid1[02-9ac-hj-np-z]{38}/[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+    str, Meta(pattern=r"^cmid1[02-9ac-hj-np-z]{38}/[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?(?!\n)$")
 ]
-IndicatorCode = Annotated[str, Meta(pattern=r"^[A-Z][A-Z0-9_]{1,39}$")]
-Period = Annotated[str, Meta(pattern=r"^\d{4}(-(Q[1-4]|S[12]|\d{2}))?$")]
-DimId = Annotated[str, Meta(pattern=r"^[A-Z][A-Z0-9_]{0,31}$")]
-DimCode = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_+.-]{1,32}$")]
+IndicatorCode = Annotated[str, Meta(pattern=r"^[A-Z][A-Z0-9_]{1,39}(?!\n)$")]
+Period = Annotated[str, Meta(pattern=r"^[0-9]{4}(-(Q[1-4]|S[12]|[0-9]{2}))?(?!\n)$")]
+DimId = Annotated[str, Meta(pattern=r"^[A-Z][A-Z0-9_]{0,31}(?!\n)$")]
+DimCode = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_+.-]{1,32}(?!\n)$")]
 Finite = Annotated[float, Meta(ge=-1e15, le=1e15)]
 Score = Annotated[int, Meta(ge=1, le=5)]
 
@@ -120,7 +123,8 @@ class Focus(Base, frozen=True, kw_only=True):
 class Frameworks(Base, frozen=True, kw_only=True):
     mechelen: Annotated[list[MechelenCommitment], Meta(max_length=6)] = []
     sdg_targets: Annotated[
-        list[Annotated[str, Meta(pattern=r"^\d{1,2}\.[0-9a-z]{1,2}$")]], Meta(max_length=20)
+        list[Annotated[str, Meta(pattern=r"^[0-9]{1,2}\.[0-9a-z]{1,2}(?!\n)$")]],
+        Meta(max_length=20),
     ] = []
     gcm_objectives: Annotated[list[Annotated[int, Meta(ge=1, le=23)]], Meta(max_length=23)] = []
 
@@ -264,7 +268,7 @@ class Attestation(Base, frozen=True, kw_only=True):
 class IndicatorsBody(Base, frozen=True, kw_only=True):
     code: IndicatorCode
     period: Period
-    unit: Annotated[str, Meta(pattern=r"^[A-Z][A-Z0-9_]{0,31}$")]
+    unit: Annotated[str, Meta(pattern=r"^[A-Z][A-Z0-9_]{0,31}(?!\n)$")]
     """SDMX-style UNIT_MEASURE code (e.g. PS persons, PC percent, DAYS)."""
     dimensions: Annotated[list[DimId], Meta(max_length=8)]
     cells: Annotated[list[Cell], Meta(max_length=4000)]
