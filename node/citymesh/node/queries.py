@@ -5,157 +5,28 @@ Each function takes a `sqlite3.Connection` and returns API Structs from citymesh
 
 from __future__ import annotations
 
+import datetime
 import sqlite3
-from typing import Any
 
 import msgspec
 
-from citymesh.practices.ratings import summarize
+from citymesh.practices.freshness import freshness
+from citymesh.practices.lineage import ReplicationFact, changed_fields, evidence_level
+from citymesh.practices.ratings import DEFAULT_PRIOR_MEAN, summarize
 from citymesh.protocol import api
-from citymesh.protocol.errors import InvalidRecordError
-from citymesh.protocol.identity import identity_text, parse_identity
-from citymesh.protocol.records import PracticeBody
+from citymesh.protocol.api import identity_from_text
+from citymesh.protocol.envelope import open_envelope
+from citymesh.protocol.errors import ProtocolError
+from citymesh.protocol.identity import identity_text
+from citymesh.protocol.records import PracticeBody, RatingBody, ReplicationBody
 
 _practice_decoder = msgspec.json.Decoder(PracticeBody)
-FACETS = ("sector", "target_group", "country", "status")
-
-
-def _rating_summary(db: sqlite3.Connection, ref: str, *, full: bool) -> api.RatingSummary:
-    scores = [int(r[0]) for r in db.execute("SELECT score FROM ratings WHERE ref = ?", (ref,))]
-    prior = db.execute("SELECT avg(score) FROM ratings").fetchone()[0]
-    s = summarize(scores, prior_mean=float(prior) if prior is not None else 3.0)
-    return api.RatingSummary(
-        count=s.count,
-        mean=s.mean,
-        bayes=s.bayes,
-        distribution=s.distribution if full else {},  # type: ignore[arg-type]
-        min_count=s.min_count,
-    )
-
-
-def _where(query: api.PracticeQuery, *, skip: str | None = None) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    args: list[Any] = []
-    if query.q:
-        for word in query.q.split():
-            clauses.append("(p.title LIKE ? ESCAPE '\\' OR c.body LIKE ? ESCAPE '\\')")
-            pattern = "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            args += [pattern, pattern]
-    if query.sector and skip != "sector":
-        clauses.append("(' ' || p.sectors || ' ') LIKE ?")
-        args.append(f"% {query.sector} %")
-    if query.target_group and skip != "target_group":
-        clauses.append("(' ' || p.target_groups || ' ') LIKE ?")
-        args.append(f"% {query.target_group} %")
-    if query.country and skip != "country":
-        clauses.append("ci.country = ?")
-        args.append(query.country)
-    if query.status and skip != "status":
-        clauses.append("p.status = ?")
-        args.append(query.status)
-    if query.author:
-        clauses.append("p.author = ?")
-        args.append(parse_identity(query.author))
-    return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
-
-
-_FROM = (
-    " FROM practices p JOIN current c ON c.author = p.author AND c.kind = 'practice'"
-    " AND c.addr = p.addr LEFT JOIN cities ci ON ci.author = p.author"
-)
-
-
-def list_practices(
-    db: sqlite3.Connection, query: api.PracticeQuery, *, key: bytes
-) -> api.PracticeList:
-    where, args = _where(query)
-    scope = api.query_scope(query)
-    page_args = list(args)
-    keyset = ""
-    if query.cursor:
-        cursor = api.decode_cursor(query.cursor, key=key)
-        if cursor.scope != scope or len(cursor.after) != 3:
-            raise InvalidRecordError("cursor belongs to another query", field="cursor")
-        created, author_hex, addr = cursor.after
-        if (
-            not isinstance(created, int)
-            or not isinstance(author_hex, str)
-            or not isinstance(addr, str)
-        ):
-            raise InvalidRecordError("cursor is malformed", field="cursor")
-        keyset = (
-            " AND " if where else " WHERE "
-        ) + "(p.created, hex(p.author), p.addr) < (?, ?, ?)"
-        page_args += [created, author_hex, addr]
-    rows = db.execute(
-        "SELECT p.author, p.addr, p.title, p.status, p.sectors, p.target_groups, p.created,"
-        " ci.name, ci.country, c.body, hex(p.author)"
-        + _FROM
-        + where
-        + keyset
-        + " ORDER BY p.created DESC, hex(p.author) DESC, p.addr DESC LIMIT ?",
-        [*page_args, query.limit + 1],
-    ).fetchall()
-    more = len(rows) > query.limit
-    rows = rows[: query.limit]
-    items = []
-    for author, addr, title, status, sectors, groups, created, city, country, body, _ in rows:
-        ref = api.format_ref(bytes(author), str(addr))
-        practice = _practice_decoder.decode(body)
-        replications = db.execute(
-            "SELECT count(*) FROM replications WHERE ref = ?", (ref,)
-        ).fetchone()[0]
-        items.append(
-            api.PracticeItem(
-                ref=ref,
-                title=str(title),
-                summary=practice.summary.get("en") or next(iter(practice.summary.values()), ""),
-                city=city,
-                country=country,
-                sectors=sectors.split(),
-                target_groups=groups.split(),
-                status=status,
-                rating=_rating_summary(db, ref, full=False),
-                replications=int(replications),
-                updated=api.utc_from_ms(int(created)),
-            )
-        )
-    next_cursor = None
-    if more and rows:
-        last = rows[-1]
-        next_cursor = api.encode_cursor(
-            api.Cursor(
-                sort="updated", after=[int(last[6]), str(last[10]), str(last[1])], scope=scope
-            ),
-            key=key,
-        )
-    return api.PracticeList(items=items, next=next_cursor, facets=facets(db, query))
-
-
-def facets(db: sqlite3.Connection, query: api.PracticeQuery) -> dict[str, dict[str, int]]:
-    """Counts per code for each filter, computed with that filter itself left out."""
-    out: dict[str, dict[str, int]] = {}
-    for facet in FACETS:
-        where, args = _where(query, skip=facet)
-        counts: dict[str, int] = {}
-        if facet in ("sector", "target_group"):
-            column = "p.sectors" if facet == "sector" else "p.target_groups"
-            for (codes,) in db.execute(f"SELECT {column}" + _FROM + where, args):
-                for code in str(codes).split():
-                    counts[code] = counts.get(code, 0) + 1
-        else:
-            column = "ci.country" if facet == "country" else "p.status"
-            for value, n in db.execute(
-                f"SELECT {column}, count(*)" + _FROM + where + f" GROUP BY {column}", args
-            ):
-                if value is not None:
-                    counts[str(value)] = int(n)
-        out[facet] = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-    return out
+_rating_decoder = msgspec.json.Decoder(RatingBody)
+_replication_decoder = msgspec.json.Decoder(ReplicationBody)
 
 
 def practice_detail(
-    db: sqlite3.Connection, author: bytes, addr: str, *, own: bytes
+    db: sqlite3.Connection, author: bytes, addr: str, *, own: bytes, today: datetime.date
 ) -> api.PracticeDetail | None:
     row = db.execute(
         "SELECT c.id, c.seq, c.created, c.body, ci.name, ci.country FROM current c"
@@ -167,29 +38,20 @@ def practice_detail(
         return None
     record_id, seq, created, body, city, country = row
     ref = api.format_ref(author, addr)
-    history = [
-        api.HistoryItem(seq=int(s), id=bytes(i).hex(), created=api.utc_from_ms(int(c)))
-        for i, s, c in db.execute(
-            "SELECT id, seq, created FROM records WHERE author = ? AND kind = 'practice'"
-            " AND addr = ? AND state = 'applied' ORDER BY seq DESC",
-            (author, addr),
-        )
-    ]
-    replications = [
-        api.ReplicationItem(
-            city=name,
-            author=identity_text(bytes(a)),
-            relation=rel,
-            status=status,
-            updated=api.utc_from_ms(int(c)),
-        )
-        for a, rel, status, c, name in db.execute(
-            "SELECT r.author, r.relation, r.status, r.created, ci.name FROM replications r"
-            " LEFT JOIN cities ci ON ci.author = r.author WHERE r.ref = ? ORDER BY r.created",
-            (ref,),
-        )
-    ]
     practice = _practice_decoder.decode(body)
+    ratings = _ratings(db, ref)
+    replications = _replications(db, ref)
+    facts = [
+        ReplicationFact(
+            identity_from_text(r.author), r.status, r.outcome.worked if r.outcome else None
+        )
+        for r in replications
+    ]
+    own_text = identity_text(own)
+    adapted_into = [
+        str(r[0])
+        for r in db.execute("SELECT ref FROM practices WHERE adapted_from = ? ORDER BY ref", (ref,))
+    ]
     return api.PracticeDetail(
         ref=ref,
         author=identity_text(author),
@@ -200,12 +62,108 @@ def practice_detail(
         city=city,
         country=country,
         practice=practice,
-        rating=_rating_summary(db, ref, full=True),
+        rating=_rating_summary(db, [r.score for r in ratings]),
+        ratings=ratings,
         replications=replications,
-        history=history,
+        history=_history(db, author, addr),
         adapted_from=practice.adapted_from,
+        adapted_into=adapted_into,
+        freshness=freshness(practice.review_by, today),
+        evidence_level=evidence_level(practice, author, facts),
         own=author == own,
+        own_rating=next((r for r in ratings if r.author == own_text), None),
+        own_replication=next((r for r in replications if r.author == own_text), None),
     )
+
+
+def _rating_summary(db: sqlite3.Connection, scores: list[int]) -> api.RatingSummary:
+    row = db.execute("SELECT sum(rating_sum), sum(rating_count) FROM practice_stats").fetchone()
+    prior = (row[0] / row[1]) if row and row[1] else DEFAULT_PRIOR_MEAN
+    s = summarize(scores, prior_mean=prior)
+    return api.RatingSummary(
+        count=s.count,
+        mean=s.mean,
+        bayes=s.bayes,
+        distribution=s.distribution,  # type: ignore[arg-type]
+        min_count=s.min_count,
+    )
+
+
+def _ratings(db: sqlite3.Connection, ref: str) -> list[api.RatingItem]:
+    out = []
+    for rater, created, body, city in db.execute(
+        "SELECT r.rater, r.created, c.body, ci.name FROM ratings r"
+        " JOIN current c ON c.author = r.rater AND c.kind = 'rating' AND c.addr = r.ref"
+        " LEFT JOIN cities ci ON ci.author = r.rater WHERE r.ref = ? ORDER BY r.created",
+        (ref,),
+    ):
+        rating = _rating_decoder.decode(body)
+        out.append(
+            api.RatingItem(
+                city=city,
+                author=identity_text(bytes(rater)),
+                score=rating.score,
+                scores=rating.scores,
+                comment=rating.comment,
+                role=rating.role,
+                conflict_of_interest=rating.conflict_of_interest,
+                updated=api.utc_from_ms(int(created)),
+            )
+        )
+    return out
+
+
+def _replications(db: sqlite3.Connection, ref: str) -> list[api.ReplicationItem]:
+    out = []
+    for author, created, body, city in db.execute(
+        "SELECT r.author, r.created, c.body, ci.name FROM replications r"
+        " JOIN current c ON c.author = r.author AND c.kind = 'replication' AND c.addr = r.ref"
+        " LEFT JOIN cities ci ON ci.author = r.author WHERE r.ref = ? ORDER BY r.created",
+        (ref,),
+    ):
+        rep = _replication_decoder.decode(body)
+        out.append(
+            api.ReplicationItem(
+                city=city,
+                author=identity_text(bytes(author)),
+                relation=rep.relation,
+                status=rep.status,
+                start=rep.start,
+                adaptations=rep.adaptations,
+                mentor=identity_text(rep.mentor) if rep.mentor else None,
+                outcome=rep.outcome,
+                updated=api.utc_from_ms(int(created)),
+            )
+        )
+    return out
+
+
+def _history(db: sqlite3.Connection, author: bytes, addr: str) -> list[api.HistoryItem]:
+    """Every applied version, newest first, with the fields each changed."""
+    versions = db.execute(
+        "SELECT id, seq, created, envelope FROM records WHERE author = ? AND kind = 'practice'"
+        " AND addr = ? AND state = 'applied' ORDER BY seq",
+        (author, addr),
+    ).fetchall()
+    items: list[api.HistoryItem] = []
+    previous: PracticeBody | None = None
+    for record_id, seq, created, envelope in versions:
+        try:
+            body = open_envelope(bytes(envelope), now_ms=2**62).body
+        except ProtocolError:
+            continue
+        assert isinstance(body, PracticeBody)
+        items.append(
+            api.HistoryItem(
+                seq=int(seq),
+                id=bytes(record_id).hex(),
+                created=api.utc_from_ms(int(created)),
+                changed=changed_fields(previous, body),
+            )
+        )
+        previous = body
+    items.reverse()
+    return items
 
 
 def raw_record(db: sqlite3.Connection, record_id: bytes) -> bytes | None:

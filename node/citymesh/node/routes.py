@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 
 import msgspec
 from aiohttp import web
@@ -14,6 +15,7 @@ from citymesh.protocol.identity import fingerprint, identity_text, public_key_te
 from . import queries
 from .daemon import EMBEDDED, Node
 from .keys import CURSOR_KEY, NODE, READER
+from .search import search_practices
 
 VERSION = "0.1.0"
 SSE_PING_SECONDS = 15.0
@@ -91,9 +93,7 @@ async def publish_practice(request: web.Request) -> web.Response:
 async def list_practices(request: web.Request) -> web.Response:
     params = {k: v for k, v in request.query.items() if v != ""}
     query = msgspec.convert(params, api.PracticeQuery, strict=False)
-    result = await request.app[READER].run(
-        queries.list_practices, query, key=request.app[CURSOR_KEY]
-    )
+    result = await request.app[READER].run(search_practices, query, key=request.app[CURSOR_KEY])
     return json_response(result)
 
 
@@ -102,7 +102,10 @@ async def practice_detail(request: web.Request) -> web.Response:
     author = api.identity_from_text(request.match_info["author"])
     addr = request.match_info["addr"]
     api.parse_ref(f"{request.match_info['author']}/{addr}")
-    detail = await request.app[READER].run(queries.practice_detail, author, addr, own=node.identity)
+    today = datetime.datetime.now(datetime.UTC).date()
+    detail = await request.app[READER].run(
+        queries.practice_detail, author, addr, own=node.identity, today=today
+    )
     if detail is None:
         raise web.HTTPNotFound(reason=f"no practice {request.match_info['author']}/{addr} here")
     return json_response(detail)

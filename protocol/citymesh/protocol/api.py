@@ -316,6 +316,19 @@ class PracticeQuery(RequestStruct, frozen=True, kw_only=True):
     sort: PracticeSort = "relevance"
     limit: Annotated[int, Meta(ge=1, le=200)] = 50
     cursor: CursorText | None = None
+    language: (
+        Annotated[str, Meta(pattern=r"^[a-z]{2,3}(?!\n)$", description="Language of the text.")]
+        | None
+    ) = None
+    has_replications: (
+        Annotated[bool, Meta(description="Only practices that other cities replicated.")] | None
+    ) = None
+    min_rating: (
+        Annotated[
+            float, Meta(ge=1, le=5, description="Only practices whose shrunk mean is at least.")
+        ]
+        | None
+    ) = None
 
 
 class PracticeList(ApiStruct, frozen=True, kw_only=True):

@@ -16,6 +16,7 @@ import msgspec
 from citymesh.protocol.chain import KeyState
 from citymesh.protocol.envelope import open_envelope
 from citymesh.protocol.errors import ChainError, ProtocolError
+from citymesh.protocol.identity import identity_text
 from citymesh.protocol.records import (
     CityBody,
     PracticeBody,
@@ -23,6 +24,8 @@ from citymesh.protocol.records import (
     Record,
     ReplicationBody,
 )
+
+from .catalogue import index_practice, practice_ref, refresh_stats, reindex_author, unindex_practice
 
 MAX_HELD_PER_AUTHOR = 10_000
 """Records beyond a gap kept per author while waiting for it to fill."""
@@ -95,6 +98,10 @@ def _store(db: sqlite3.Connection, rec: Record, state: str, now_ms: int) -> None
     )
 
 
+def _rates_itself(author: bytes, ref: str) -> bool:
+    return ref.startswith(identity_text(author) + "/")
+
+
 def _derive(db: sqlite3.Connection, rec: Record) -> None:
     """Update current-state tables for one record applied in chain order."""
     h = rec.header
@@ -111,6 +118,7 @@ def _derive(db: sqlite3.Connection, rec: Record) -> None:
             "INSERT OR REPLACE INTO cities (author, name, country, seq) VALUES (?, ?, ?, ?)",
             (h.author, body.name, body.country, h.seq),
         )
+        reindex_author(db, h.author)
     elif isinstance(body, PracticeBody):
         title = body.title.get("en") or next(iter(body.title.values()))
         db.execute(
@@ -128,12 +136,18 @@ def _derive(db: sqlite3.Connection, rec: Record) -> None:
                 " ".join(body.target_groups),
             ),
         )
+        index_practice(db, h.author, h.addr, body)
     elif isinstance(body, RatingBody):
+        if _rates_itself(h.author, h.addr):
+            return  # a city's rating of its own practice never counts
         db.execute(
             "INSERT OR REPLACE INTO ratings (rater, ref, id, score, created) VALUES (?, ?, ?, ?, ?)",
             (h.author, h.addr, rec.id, body.score, h.created),
         )
+        refresh_stats(db, h.addr)
     elif isinstance(body, ReplicationBody):
+        if _rates_itself(h.author, h.addr):
+            return  # replicating one's own practice is not evidence
         db.execute(
             "INSERT OR REPLACE INTO replications (author, ref, id, relation, status, worked,"
             " created) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -147,6 +161,7 @@ def _derive(db: sqlite3.Connection, rec: Record) -> None:
                 h.created,
             ),
         )
+        refresh_stats(db, h.addr)
     elif h.kind == "retraction":
         target_kind, _, target_addr = h.addr.partition("/")
         db.execute(
@@ -166,6 +181,10 @@ def _derive(db: sqlite3.Connection, rec: Record) -> None:
                 f"DELETE FROM {name} WHERE {author_col} = ? AND {column} = ?",
                 (h.author, target_addr),
             )
+            if target_kind == "practice":
+                unindex_practice(db, practice_ref(h.author, target_addr))
+            else:
+                refresh_stats(db, target_addr)
 
 
 _DERIVED = (
@@ -196,8 +215,20 @@ def _freeze(
     if a.frozen_seq is not None and a.frozen_seq <= seq:
         return
     a.frozen_seq = seq
+    for (ref,) in db.execute("SELECT ref FROM practices WHERE author = ?", (a.author,)).fetchall():
+        unindex_practice(db, str(ref))
+    touched = [
+        str(r[0])
+        for r in db.execute(
+            "SELECT ref FROM ratings WHERE rater = ? UNION SELECT ref FROM replications"
+            " WHERE author = ?",
+            (a.author, a.author),
+        ).fetchall()
+    ]
     for table, column in _DERIVED:
         db.execute(f"DELETE FROM {table} WHERE {column} = ?", (a.author,))
+    for ref in touched:
+        refresh_stats(db, ref)
     db.execute(
         "UPDATE records SET state = 'evidence' WHERE author = ? AND seq >= ?", (a.author, seq)
     )

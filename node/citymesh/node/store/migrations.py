@@ -13,6 +13,8 @@ import sqlite3
 import time
 from collections.abc import Callable
 
+from .catalogue import index_practice, refresh_stats
+
 Migration = Callable[[sqlite3.Connection], None]
 
 
@@ -143,7 +145,44 @@ def m001_records(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [m001_records]
+def m002_catalogue(db: sqlite3.Connection) -> None:
+    """Search and aggregates: full text (diacritics folded), filter codes, rating/replication stats."""
+    _script(
+        db,
+        """
+        ALTER TABLE practices ADD COLUMN ref TEXT NOT NULL DEFAULT '';
+        ALTER TABLE practices ADD COLUMN adapted_from TEXT;
+        CREATE INDEX practices_ref ON practices (ref);
+        CREATE INDEX practices_adapted_from ON practices (adapted_from);
+        CREATE TABLE practice_codes (
+            facet TEXT NOT NULL,
+            code TEXT NOT NULL,
+            ref TEXT NOT NULL,
+            PRIMARY KEY (facet, code, ref)
+        ) WITHOUT ROWID;
+        CREATE INDEX practice_codes_ref ON practice_codes (ref);
+        CREATE TABLE practice_stats (
+            ref TEXT PRIMARY KEY,
+            rating_count INTEGER NOT NULL DEFAULT 0,
+            rating_sum INTEGER NOT NULL DEFAULT 0,
+            replications INTEGER NOT NULL DEFAULT 0,
+            worked INTEGER NOT NULL DEFAULT 0
+        ) WITHOUT ROWID;
+        CREATE VIRTUAL TABLE practices_fts USING fts5 (
+            ref UNINDEXED, title, summary, body, keywords, place,
+            tokenize = 'unicode61 remove_diacritics 2'
+        )
+        """,
+    )
+    # Existing rows: rebuild their search entries from the current state.
+    rows = db.execute("SELECT author, addr FROM practices").fetchall()
+    for author, addr in rows:
+        index_practice(db, bytes(author), str(addr))
+    for (ref,) in db.execute("SELECT DISTINCT ref FROM ratings UNION SELECT ref FROM replications"):
+        refresh_stats(db, str(ref))
+
+
+MIGRATIONS: list[Migration] = [m001_records, m002_catalogue]
 
 
 def migrate(db: sqlite3.Connection) -> list[str]:
