@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from .catalogue_routes import add_catalogue_routes
 from .config import Home, NodeConfig
 from .daemon import Node
 from .keys import CURSOR_KEY, NODE, READER, TOKEN
@@ -44,5 +45,6 @@ def create_app(
     app.cleanup_ctx.append(node_ctx)
     app.cleanup_ctx.append(reader_ctx)
     add_routes(app)
+    add_catalogue_routes(app)
     add_openapi(app)
     return app

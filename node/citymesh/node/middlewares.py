@@ -16,6 +16,7 @@ from citymesh.protocol import api
 from citymesh.protocol.errors import ProtocolError
 
 from .daemon import NotReadyError
+from .errors import ApiError
 from .keys import TOKEN
 
 log = logging.getLogger("citymesh.http")
@@ -63,6 +64,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except msgspec.DecodeError as err:
         detail = api.error_detail(err)
         return error_response(400, detail.code, detail.message, detail.field)
+    except ApiError as err:
+        return error_response(err.status, err.code, err.message, err.field)
     except NotReadyError as err:
         return error_response(503, "not_ready", str(err), headers={"Retry-After": "5"})
     except web.HTTPException as exc:
