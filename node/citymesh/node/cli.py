@@ -24,6 +24,7 @@ from citymesh.protocol.envelope import open_envelope
 from citymesh.protocol.errors import ProtocolError
 from citymesh.protocol.identity import fingerprint, identity_text, public_key_text
 
+from .cli_catalogue import export, rate, replicate, retract
 from .cli_relay import relay
 from .client import ClientError, NodeClient, pretty
 from .config import DEFAULT_NETWORK, ConfigError, Home, NodeConfig, resolve_home
@@ -72,6 +73,9 @@ def main(verbose: bool) -> None:
 
 
 main.add_command(relay)
+main.add_command(rate)
+main.add_command(replicate)
+main.add_command(export)
 
 
 # -- init ----------------------------------------------------------------------------------------
@@ -181,7 +185,7 @@ def status(home: Path | None, as_json: bool) -> None:
 
 @main.group()
 def practice() -> None:
-    """Publish, list and show practices."""
+    """Publish, list, show and retract practices."""
 
 
 def _load_practice_file(path: Path) -> api.PracticeIn:
@@ -200,6 +204,9 @@ def _load_practice_file(path: Path) -> api.PracticeIn:
         detail = api.error_detail(err)
         where = f" ({detail.field})" if detail.field else ""
         fail(f"{path}: {detail.code}: {detail.message}{where}")
+
+
+practice.add_command(retract)
 
 
 @practice.command(name="add")
@@ -224,6 +231,15 @@ def practice_add(home: Path | None, file: Path) -> None:
 @click.option("--country", default=None, help="ISO3 country code.")
 @click.option("--author", default=None, help="City identity (cmid1…).")
 @click.option("--status", "status_", default=None, help="pilot, active, regular_service, ended.")
+@click.option("--language", default=None, help="Language of the text, e.g. en.")
+@click.option("--has-replications", is_flag=True, help="Only practices other cities replicated.")
+@click.option("--min-rating", type=click.FloatRange(1, 5), default=None)
+@click.option(
+    "--sort",
+    type=click.Choice(["relevance", "updated", "rating", "replications", "title"]),
+    default="relevance",
+    show_default=True,
+)
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 200))
 def practice_list(
     home: Path | None,
@@ -234,9 +250,13 @@ def practice_list(
     country: str | None,
     author: str | None,
     status_: str | None,
+    language: str | None,
+    has_replications: bool,
+    min_rating: float | None,
+    sort: str,
     limit: int,
 ) -> None:
-    """List practices this node holds, newest first."""
+    """Search the practices this node holds (text, filters, sorting)."""
     params = {
         "q": q,
         "sector": sector,
@@ -244,6 +264,10 @@ def practice_list(
         "country": country,
         "author": author,
         "status": status_,
+        "language": language,
+        "has_replications": "true" if has_replications else None,
+        "min_rating": min_rating,
+        "sort": sort,
         "limit": limit,
     }
     try:
