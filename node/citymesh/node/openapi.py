@@ -50,6 +50,29 @@ def _path_param(name: str, description: str, pattern: str | None = None) -> dict
     }
 
 
+def _write_about_practice(
+    summary: str, body: type[msgspec.Struct], params: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "parameters": params,
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref(body)}},
+            },
+            "responses": {
+                "201": _json(api.Published, "Signed, stored and queued for every relay."),
+                "404": _json(api.ErrorResponse, "No such practice here (or retracted)."),
+                "413": _json(api.ErrorResponse, "Body over the size limit."),
+                "415": _json(api.ErrorResponse, "Body is not application/json."),
+                "503": _json(api.ErrorResponse, "Not ready to sign yet; retry."),
+                **ERRORS,
+            },
+        }
+    }
+
+
 def build_document() -> dict[str, Any]:
     _, schemas = msgspec.json.schema_components(api.SCHEMA_TYPES, ref_template=REF)
     for schema in schemas.values():
@@ -99,6 +122,110 @@ def build_document() -> dict[str, Any]:
                 "responses": {
                     "200": _json(api.PracticeDetail, "The current version."),
                     "404": _json(api.ErrorResponse, "Not held here (or retracted)."),
+                    **ERRORS,
+                },
+            },
+            "delete": {
+                "summary": "Retract one of this city's own practices",
+                "parameters": [
+                    author,
+                    addr,
+                    {
+                        "name": "reason",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "maxLength": 1000},
+                    },
+                ],
+                "responses": {
+                    "200": _json(api.Published, "Retraction signed, stored and queued."),
+                    "403": _json(api.ErrorResponse, "Not this city's practice."),
+                    "404": _json(api.ErrorResponse, "Not held here (or retracted)."),
+                    "503": _json(api.ErrorResponse, "Not ready to sign yet; retry."),
+                    **ERRORS,
+                },
+            },
+        },
+        "/v1/practices/{author}/{addr}/ratings": _write_about_practice(
+            "Rate another city's practice (one current rating per city)",
+            api.RatingIn,
+            [author, addr],
+        ),
+        "/v1/practices/{author}/{addr}/replications": _write_about_practice(
+            "Start or update this city's replication of another city's practice",
+            api.ReplicationIn,
+            [author, addr],
+        ),
+        "/v1/cities": {
+            "get": {
+                "summary": "Cities whose records this node holds, with membership state",
+                "responses": {"200": _json(api.CityList, "Known cities."), "401": ERRORS["401"]},
+            }
+        },
+        "/v1/cities/{key}": {
+            "get": {
+                "summary": "One city: profile, memberships, record counts, practices",
+                "parameters": [
+                    _path_param("key", "City identity (cmid1…)", r"^cmid1[02-9ac-hj-np-z]{38}$")
+                ],
+                "responses": {
+                    "200": _json(api.CityDetail, "The city."),
+                    "404": _json(api.ErrorResponse, "No records of that city here."),
+                    **ERRORS,
+                },
+            }
+        },
+        "/v1/practices/{author}/{addr}/ratings": {
+            "post": {
+                "summary": "Rate another city's practice (one current rating per city)",
+                "parameters": [author, addr],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref(api.RatingIn)}},
+                },
+                "responses": {
+                    "201": _json(api.Published, "Signed and queued."),
+                    "404": _json(api.ErrorResponse, "Unknown practice."),
+                    "413": _json(api.ErrorResponse, "Body over the size limit."),
+                    "415": _json(api.ErrorResponse, "Body is not application/json."),
+                    "503": _json(api.ErrorResponse, "Not ready to sign yet; retry."),
+                    **ERRORS,
+                },
+            }
+        },
+        "/v1/practices/{author}/{addr}/replications": {
+            "post": {
+                "summary": "Start or update this city's replication of a practice",
+                "parameters": [author, addr],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref(api.ReplicationIn)}},
+                },
+                "responses": {
+                    "201": _json(api.Published, "Signed and queued."),
+                    "404": _json(api.ErrorResponse, "Unknown practice."),
+                    "413": _json(api.ErrorResponse, "Body over the size limit."),
+                    "415": _json(api.ErrorResponse, "Body is not application/json."),
+                    "503": _json(api.ErrorResponse, "Not ready to sign yet; retry."),
+                    **ERRORS,
+                },
+            }
+        },
+        "/v1/cities": {
+            "get": {
+                "summary": "Cities this node holds records of",
+                "responses": {"200": _json(api.CityList, "Cities."), "401": ERRORS["401"]},
+            }
+        },
+        "/v1/cities/{key}": {
+            "get": {
+                "summary": "One city: profile, chain position, practices",
+                "parameters": [
+                    _path_param("key", "City identity (cmid1…)", r"^cmid1[02-9ac-hj-np-z]{38}$")
+                ],
+                "responses": {
+                    "200": _json(api.CityDetail, "The city."),
+                    "404": _json(api.ErrorResponse, "No records of that city here."),
                     **ERRORS,
                 },
             }
