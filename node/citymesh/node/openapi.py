@@ -175,61 +175,6 @@ def build_document() -> dict[str, Any]:
                 },
             }
         },
-        "/v1/practices/{author}/{addr}/ratings": {
-            "post": {
-                "summary": "Rate another city's practice (one current rating per city)",
-                "parameters": [author, addr],
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": _ref(api.RatingIn)}},
-                },
-                "responses": {
-                    "201": _json(api.Published, "Signed and queued."),
-                    "404": _json(api.ErrorResponse, "Unknown practice."),
-                    "413": _json(api.ErrorResponse, "Body over the size limit."),
-                    "415": _json(api.ErrorResponse, "Body is not application/json."),
-                    "503": _json(api.ErrorResponse, "Not ready to sign yet; retry."),
-                    **ERRORS,
-                },
-            }
-        },
-        "/v1/practices/{author}/{addr}/replications": {
-            "post": {
-                "summary": "Start or update this city's replication of a practice",
-                "parameters": [author, addr],
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": _ref(api.ReplicationIn)}},
-                },
-                "responses": {
-                    "201": _json(api.Published, "Signed and queued."),
-                    "404": _json(api.ErrorResponse, "Unknown practice."),
-                    "413": _json(api.ErrorResponse, "Body over the size limit."),
-                    "415": _json(api.ErrorResponse, "Body is not application/json."),
-                    "503": _json(api.ErrorResponse, "Not ready to sign yet; retry."),
-                    **ERRORS,
-                },
-            }
-        },
-        "/v1/cities": {
-            "get": {
-                "summary": "Cities this node holds records of",
-                "responses": {"200": _json(api.CityList, "Cities."), "401": ERRORS["401"]},
-            }
-        },
-        "/v1/cities/{key}": {
-            "get": {
-                "summary": "One city: profile, chain position, practices",
-                "parameters": [
-                    _path_param("key", "City identity (cmid1…)", r"^cmid1[02-9ac-hj-np-z]{38}$")
-                ],
-                "responses": {
-                    "200": _json(api.CityDetail, "The city."),
-                    "404": _json(api.ErrorResponse, "No records of that city here."),
-                    **ERRORS,
-                },
-            }
-        },
         "/v1/records/{id}": {
             "get": {
                 "summary": "A raw signed record (envelope bytes exactly as received)",
