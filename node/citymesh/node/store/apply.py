@@ -237,6 +237,13 @@ def _freeze(
     _release(db, a, now_ms, result)
 
 
+def _drop(db: sqlite3.Connection, record_id: bytes, result: ApplyResult) -> None:
+    """Un-store a held record found invalid on release: not kept, not bridged to other relays."""
+    db.execute("DELETE FROM records WHERE id = ?", (record_id,))
+    db.execute("DELETE FROM outbox WHERE id = ?", (record_id,))
+    result.stored = [r for r in result.stored if r.id != record_id]
+
+
 def _apply_next(
     db: sqlite3.Connection, a: _Author, rec: Record, now_ms: int, result: ApplyResult
 ) -> bool:
@@ -258,7 +265,7 @@ def _apply_next(
         keys.apply(rec)
     except ChainError:
         result.rejected[ChainError.code] += 1
-        db.execute("DELETE FROM records WHERE id = ?", (rec.id,))
+        _drop(db, rec.id, result)
         return False
     a.applied_seq = h.seq
     a.last_id = rec.id
@@ -288,7 +295,7 @@ def _release(db: sqlite3.Connection, a: _Author, now_ms: int, result: ApplyResul
             try:
                 rec = open_envelope(rows[0][1], now_ms=2**62)
             except ProtocolError:  # stored bytes no longer verify: drop them, count it
-                db.execute("DELETE FROM records WHERE id = ?", (rows[0][0],))
+                _drop(db, rows[0][0], result)
                 result.rejected["corrupt_stored"] += 1
                 return
         if not _apply_next(db, a, rec, now_ms, result):

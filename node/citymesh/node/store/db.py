@@ -216,7 +216,8 @@ class Store:
     def queue_all(self, relay: str, now_ms: int, *, author: bytes | None = None) -> int:
         """Queue every stored record (or one author's) for a relay that lost them."""
         with self.transaction() as db:
-            where, args = ("WHERE author = ?", (author,)) if author else ("", ())
+            # An upsert's SELECT needs a WHERE: without one SQLite parses ON CONFLICT as a join.
+            where, args = ("WHERE author = ?", (author,)) if author else ("WHERE true", ())
             cur = db.execute(
                 f"INSERT INTO outbox (relay, id, queued) SELECT ?, id, ? FROM records {where}"
                 " ON CONFLICT (relay, id) DO UPDATE SET sent = NULL",
