@@ -28,6 +28,7 @@ import nacl.exceptions
 from citymesh.protocol import codec
 from citymesh.protocol.chain import KeyState, check_links, current_versions
 from citymesh.protocol.chain import Link as ChainLink
+from citymesh.protocol.codes import SECTORS
 from citymesh.protocol.envelope import encode_envelope, open_envelope, seal, split_envelope
 from citymesh.protocol.errors import ProtocolError
 from citymesh.protocol.identity import (
@@ -227,6 +228,10 @@ def fields(record: Record) -> dict[str, Any]:
     """The payload of a record as plain MessagePack values (a fresh copy to alter)."""
     value: dict[str, Any] = codec.decode_generic(record.payload)
     return value
+
+
+_DELETE = object()
+"""Marks a field to remove in `invalid_vectors`' ``altered``."""
 
 
 def _flip(data: bytes, index: int, mask: int = 0x01) -> bytes:
@@ -632,9 +637,12 @@ def valid_vectors(authors: dict[str, Author], rec: dict[str, Record]) -> list[di
         author=steward.identity,
         signer=steward.key.public_key,
         created=NOW_MS + MAX_FUTURE_MS,
-        body={"counts": {"membership": 2, "network": 1}, "latest_id": steward.tip.id},
+        body={
+            "counts": {"membership": 2, "network": 1},
+            "latest_id": steward.tip.id,
+            "latest_seq": steward.tip.seq,
+        },
     )
-    ahead["body"]["latest_seq"] = steward.tip.seq
     extended("head: created exactly 15 minutes ahead of now_ms (the limit)", steward, ahead)
     return out
 
@@ -912,17 +920,7 @@ def invalid_vectors(authors: dict[str, Author], rec: dict[str, Record]) -> list[
         "too_large",
         altered(
             practice,
-            body__sectors=[
-                "FOOD",
-                "WASH",
-                "SAFETY",
-                "INFRA_COMMS",
-                "HOUSING",
-                "EDUCATION",
-                "HEALTH",
-                "WORK",
-                "CRISIS",
-            ],
+            body__sectors=list(SECTORS[:9]),
         ),
         mechelen,
         secret("mechelen/signing-1"),
@@ -945,6 +943,33 @@ def invalid_vectors(authors: dict[str, Author], rec: dict[str, Record]) -> list[
         "schema: city country with a trailing newline",
         "invalid",
         altered(rec["bilbao-city"], body__country="ESP\n"),
+    )
+
+    # -- precedence: the first failing step of §5.3 names the error ----------------------------
+    poll = fields(rating)
+    poll["kind"] = "poll"
+    poll_items = _items(poll)
+    resigned(
+        "order: keys not sorted and an unknown kind: form is checked before the kind",
+        "non_canonical",
+        _raw_map([poll_items[-1], *poll_items[:-1]]),
+    )
+    resigned(
+        "order: seq 0 written as uint16: form is checked before the schema",
+        "non_canonical",
+        _raw_map(_replace(items, "seq", b"\xcd\x00\x00")),
+    )
+    payload = codec.encode(poll)
+    add(
+        "order: an unknown kind under a signature over other bytes: the signature comes first",
+        "bad_signature",
+        encode_envelope(payload, rating_sig),
+        payload=payload,
+    )
+    resigned(
+        "order: created too far ahead and an addr that is not a ref: the clock comes first",
+        "future",
+        altered(rating, created=NOW_MS + MAX_FUTURE_MS + 1, addr="welcome-desk"),
     )
 
     # -- header rules (§4.2) -------------------------------------------------------------------
@@ -1014,9 +1039,6 @@ def invalid_vectors(authors: dict[str, Author], rec: dict[str, Record]) -> list[
         mechelen,
     )
     return out
-
-
-_DELETE = object()
 
 
 def _is_point(key: bytes) -> bool:

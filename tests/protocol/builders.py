@@ -64,7 +64,9 @@ def make_genesis(secret: SecretKey, **fields: Any) -> Genesis:
 
 def address_for(kind: str, *, target: bytes | None = None) -> str:
     """A valid address for ``kind`` (``target`` is the identity a rating/replication/membership names)."""
-    other = identity_text(target if target is not None else identity_of(make_genesis(secret_key(99))))
+    other = identity_text(
+        target if target is not None else identity_of(make_genesis(secret_key(99)))
+    )
     return {
         "city": "",
         "practice": "welcome-desk",
@@ -114,9 +116,7 @@ def sample_body(kind: str, *, seq: int = 2, prev: bytes | None = None, author: b
     """A valid body of ``kind``. A head checkpoints (seq - 1, prev); a rotation needs ``author``."""
     member = identity_of(make_genesis(secret_key(99)))
     if kind == "city":
-        return CityBody(
-            name="Mechelen", country="BEL", languages=["nl", "fr"], networks=[NETWORK]
-        )
+        return CityBody(name="Mechelen", country="BEL", languages=["nl", "fr"], networks=[NETWORK])
     if kind == "practice":
         return practice_body()
     if kind == "rating":

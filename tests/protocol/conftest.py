@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any
 
 import pytest
 
@@ -49,6 +48,6 @@ def first_record(make_record: Callable[..., Record]) -> Record:
 
 
 @pytest.fixture(scope="session")
-def every_kind() -> dict[str, Any]:
+def every_kind() -> dict[str, Record]:
     """One valid record of each kind (``city`` at seq 1, the rest at seq 2)."""
     return records_of_every_kind()

@@ -94,22 +94,31 @@ network_names = st.one_of(
 )
 langs = _joined(
     _chars(string.ascii_lowercase, 2, 3),
-    st.one_of(st.just(""), _joined(st.just("-"), _chars(string.ascii_letters + string.digits, 2, 8))),
+    st.one_of(
+        st.just(""), _joined(st.just("-"), _chars(string.ascii_letters + string.digits, 2, 8))
+    ),
 )
 countries = _chars(string.ascii_uppercase, 3, 3)
 _local = "".join(c for c in string.printable if c not in "@" and not c.isspace())
 mailboxes = _joined(_chars(_local, 1, 20), st.just("@"), _chars(LOWER_DIGITS + ".-", 1, 30))
 urls = _joined(st.sampled_from(["http://", "https://"]), _chars(_local + "@", 1, 40))
-relay_urls = _joined(st.sampled_from(["nats://", "tls://", "ws://", "wss://"]), _chars(_local, 1, 40))
+relay_urls = _joined(
+    st.sampled_from(["nats://", "tls://", "ws://", "wss://"]), _chars(_local, 1, 40)
+)
 _spdx_id = _chars(string.ascii_letters + string.digits + ".+()-", 1, 12)
 spdx = st.one_of(
     st.sampled_from(["CC-BY-4.0", "CC0-1.0", "MIT", "CC-BY-SA-4.0 OR CC-BY-4.0"]),
-    _joined(_spdx_id, st.one_of(st.just(""), _joined(st.sampled_from([" AND ", " OR ", " WITH "]), _spdx_id))),
+    _joined(
+        _spdx_id,
+        st.one_of(st.just(""), _joined(st.sampled_from([" AND ", " OR ", " WITH "]), _spdx_id)),
+    ),
 )
 identities = st.binary(min_size=IDENTITY_BYTES, max_size=IDENTITY_BYTES)
 keys32 = st.binary(min_size=32, max_size=32)
 practice_refs = _joined(identities.map(identity_text), st.just("/"), slug())
-indicator_codes = _joined(st.sampled_from(string.ascii_uppercase), _chars(UPPER_DIGITS + "_", 1, 39))
+indicator_codes = _joined(
+    st.sampled_from(string.ascii_uppercase), _chars(UPPER_DIGITS + "_", 1, 39)
+)
 periods = _joined(
     _chars(string.digits, 4, 4),
     st.one_of(

@@ -10,7 +10,13 @@ import pytest
 from citymesh.protocol.chain import ChainReport, KeyState, Link, check_links, current_versions
 from citymesh.protocol.envelope import seal
 from citymesh.protocol.errors import BadKeyError, ChainError
-from citymesh.protocol.identity import Genesis, SecretKey, identity_of, next_key_commitment
+from citymesh.protocol.identity import (
+    Genesis,
+    SecretKey,
+    identity_of,
+    identity_text,
+    next_key_commitment,
+)
 from citymesh.protocol.records import (
     KeyRotationBody,
     RatingBody,
@@ -45,7 +51,7 @@ def test_contiguous_chain() -> None:
 
 
 def test_order_of_arrival_does_not_matter() -> None:
-    links = chain(*range(1, 30)) + [Link(seq=40, id=_id(40), prev=_id(39))]
+    links = [*chain(*range(1, 30)), Link(seq=40, id=_id(40), prev=_id(39))]
     expected = check_links(links)
     rng = random.Random(7)
     for _ in range(10):
@@ -167,8 +173,6 @@ def test_latest_retraction_counts(log: Log) -> None:
 
 
 def test_retraction_of_other_kinds(log: Log, author: bytes) -> None:
-    from citymesh.protocol.identity import identity_text
-
     target = f"{identity_text(author)}/desk"
     log.add("rating", target)
     log.add("indicators", "NEWCOMERS_HOUSED/2024-Q3")
@@ -202,8 +206,9 @@ def rotation(
         next_key=next_key,
         by_recovery=by_recovery,
     )
-    return seal(signer, body=body, network=NETWORK, author=author, seq=seq, prev=bytes(32),
-                created=NOW_MS)  # fmt: skip
+    return seal(
+        signer, body=body, network=NETWORK, author=author, seq=seq, prev=bytes(32), created=NOW_MS
+    )
 
 
 def signed_by(signer: SecretKey, genesis: Genesis, seq: int) -> Record:
@@ -258,14 +263,13 @@ def test_counter_signature_is_required(committed: Genesis) -> None:
         state.apply(rotation(K1, K2, committed, seq=2, counter_signer=K1))
     # A counter-signature made for another author does not transfer.
     other = make_genesis(K1, salt=b"other city")
-    record = rotation(K1, K2, committed, seq=2)
-    assert isinstance(record.body, KeyRotationBody)
     stolen = KeyRotationBody(
         new_key=K2.public_key,
         counter_signature=K2.sign(rotation_message(identity_of(other), K2.public_key)),
     )
-    forged = build_record("key_rotation", secret=K1, genesis=committed, seq=2, prev=bytes(32),
-                          body=stolen)  # fmt: skip
+    forged = build_record(
+        "key_rotation", secret=K1, genesis=committed, seq=2, prev=bytes(32), body=stolen
+    )
     with pytest.raises(ChainError, match="counter-signature"):
         state.apply(forged)
     assert state.current == K1.public_key
@@ -321,8 +325,9 @@ def test_rotation_to_a_small_order_key_is_refused() -> None:
     genesis = make_genesis(K1)
     state = KeyState(genesis)
     body = KeyRotationBody(new_key=SMALL_ORDER_KEYS[0], counter_signature=bytes(64))
-    record = build_record("key_rotation", secret=K1, genesis=genesis, seq=2, prev=bytes(32),
-                          body=body)  # fmt: skip
+    record = build_record(
+        "key_rotation", secret=K1, genesis=genesis, seq=2, prev=bytes(32), body=body
+    )
     with pytest.raises((ChainError, BadKeyError)):
         state.apply(record)
     assert state.current == K1.public_key

@@ -99,9 +99,11 @@ def test_open_seal_round_trip(kind: str, every_kind: dict[str, Record]) -> None:
     assert again.header == record.header
     assert again.body == record.body
     assert again.kind == kind
-    assert again.id == record_id(again.payload) == hashlib.sha256(
-        SIGNING_CONTEXT + again.payload
-    ).digest()
+    assert (
+        again.id
+        == record_id(again.payload)
+        == hashlib.sha256(SIGNING_CONTEXT + again.payload).digest()
+    )
     assert split_envelope(record.envelope) == (record.payload, record.envelope[-64:])
     assert kind in describe(again)
 
@@ -154,6 +156,14 @@ def test_payload_that_is_not_messagepack(make_record: MakeRecord) -> None:
     record = make_record("rating")
     reject(sign_payload(secret_key(), record.payload + b"\x00"), MalformedError)
     reject(sign_payload(secret_key(), record.payload[:-1]), MalformedError)
+    # Invalid UTF-8 in the kind (read before the schema) and in the network (read with it).
+    for old, new in [
+        (b"\xa4kind\xa6rating", b"\xa4kind\xa6r\xc0ting"),
+        (b"uclg-test", b"uclg\xfftest"),
+    ]:
+        payload = record.payload.replace(old, new)
+        assert payload != record.payload
+        reject(sign_payload(secret_key(), payload), MalformedError)
 
 
 def test_payload_that_is_not_a_map_or_lacks_a_signer() -> None:
@@ -162,7 +172,9 @@ def test_payload_that_is_not_a_map_or_lacks_a_signer() -> None:
 
 
 @pytest.mark.parametrize("signed", [False, True])
-def test_deeply_nested_payload_is_refused_not_a_crash(make_record: MakeRecord, signed: bool) -> None:
+def test_deeply_nested_payload_is_refused_not_a_crash(
+    make_record: MakeRecord, signed: bool
+) -> None:
     record = make_record("rating")
     fields = record.payload[0] & 0x0F
     for depth in (40, 5_000, 60_000):
@@ -198,8 +210,12 @@ def test_wide_payload_length_header(make_record: MakeRecord) -> None:
     "rewrite",
     [
         pytest.param(lambda p: p.replace(b"\xa3seq\x02", b"\xa3seq\xcc\x02"), id="seq as uint8"),
-        pytest.param(lambda p: p.replace(b"\xa5score\x04", b"\xa5score\xd0\x04"), id="score as int8"),
-        pytest.param(lambda p: p.replace(b"\xa4kind\xa6rating", b"\xa4kind\xd9\x06rating"), id="str8 kind"),
+        pytest.param(
+            lambda p: p.replace(b"\xa5score\x04", b"\xa5score\xd0\x04"), id="score as int8"
+        ),
+        pytest.param(
+            lambda p: p.replace(b"\xa4kind\xa6rating", b"\xa4kind\xd9\x06rating"), id="str8 kind"
+        ),
     ],
 )
 def test_non_minimal_encodings_inside_the_payload(
@@ -231,7 +247,9 @@ def test_unsorted_and_duplicate_keys_in_the_payload(make_record: MakeRecord) -> 
 def test_float32_and_timestamps_in_the_payload(make_record: MakeRecord) -> None:
     record = make_record("practice", seq=2, prev=bytes(32))
     # 87.5 is exact in float32: the value is the same, the width is not.
-    payload = record.payload.replace(b"\xcb\x40\x55\xe0\x00\x00\x00\x00\x00", b"\xca\x42\xaf\x00\x00")
+    payload = record.payload.replace(
+        b"\xcb\x40\x55\xe0\x00\x00\x00\x00\x00", b"\xca\x42\xaf\x00\x00"
+    )
     assert payload != record.payload
     reject(sign_payload(secret_key(), payload), NonCanonicalError)
     created = record.header.created.to_bytes(8, "big")
@@ -239,8 +257,22 @@ def test_float32_and_timestamps_in_the_payload(make_record: MakeRecord) -> None:
         b"\xa7created\xcf" + created, b"\xa7created\xd6\xff" + (NOW_MS // 1000).to_bytes(4, "big")
     )
     assert as_timestamp != record.payload
-    with pytest.raises((NonCanonicalError, InvalidRecordError)):
-        open_envelope(sign_payload(secret_key(), as_timestamp), now_ms=NOW_MS)
+    # The typed decoder refuses the type; the form is reported first (canonical-first errors).
+    reject(sign_payload(secret_key(), as_timestamp), NonCanonicalError)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="msgspec accepts an int where the schema says float, so one record has two valid "
+    "encodings (9 and 9.0) with two ids; reported to the lead, not fixed here",
+)
+def test_an_int_where_a_float_belongs_is_refused(make_record: MakeRecord) -> None:
+    record = make_record("practice", seq=2, prev=bytes(32))
+    value = payload_dict(record)
+    assert value["body"]["results"][1]["value"] == 9.0
+    value["body"]["results"][1]["value"] = 9
+    with pytest.raises(ProtocolError):
+        open_envelope(resign(secret_key(), value), now_ms=NOW_MS)
 
 
 def test_unknown_fields_out_of_order_are_not_canonical(make_record: MakeRecord) -> None:
@@ -306,8 +338,16 @@ def test_seal_refuses_a_payload_over_64_kib(secret: SecretKey, author: bytes) ->
         ),
     )
     with pytest.raises(TooLargeError):
-        seal(secret, body=body, network=NETWORK, author=author, seq=2, prev=bytes(32),
-             created=NOW_MS, addr="big")  # fmt: skip
+        seal(
+            secret,
+            body=body,
+            network=NETWORK,
+            author=author,
+            seq=2,
+            prev=bytes(32),
+            created=NOW_MS,
+            addr="big",
+        )
 
 
 @pytest.mark.parametrize(
@@ -332,8 +372,16 @@ def test_oversize_fields(make_record: MakeRecord, path: str, value: Any, field: 
 def test_oversize_title_at_seal_time(secret: SecretKey, author: bytes) -> None:
     body = msgspec.structs.replace(practice_body(), title={"en": "t" * 300})
     with pytest.raises(TooLargeError):
-        seal(secret, body=body, network=NETWORK, author=author, seq=2, prev=bytes(32),
-             created=NOW_MS, addr="welcome-desk")  # fmt: skip
+        seal(
+            secret,
+            body=body,
+            network=NETWORK,
+            author=author,
+            seq=2,
+            prev=bytes(32),
+            created=NOW_MS,
+            addr="welcome-desk",
+        )
 
 
 # -- signatures and keys ------------------------------------------------------------------------
@@ -346,7 +394,9 @@ def test_bad_signatures(make_record: MakeRecord) -> None:
         reject(bytes(flipped), BadSignatureError)
     payload = record.payload
     # Signed by somebody else.
-    reject(encode_envelope(payload, secret_key(9).sign(SIGNING_CONTEXT + payload)), BadSignatureError)
+    reject(
+        encode_envelope(payload, secret_key(9).sign(SIGNING_CONTEXT + payload)), BadSignatureError
+    )
     # Signed without the context prefix (as a bare message).
     reject(encode_envelope(payload, secret_key().sign(payload)), BadSignatureError)
     # Another record's signature.
@@ -361,7 +411,9 @@ def test_bad_signatures(make_record: MakeRecord) -> None:
         reject(encode_envelope(payload, sig[:32] + s.to_bytes(32, "little")), BadSignatureError)
 
 
-@pytest.mark.parametrize("key", SMALL_ORDER_KEYS + NON_CANONICAL_KEYS[:4] + [bytes(31), bytes(33), b""])
+@pytest.mark.parametrize(
+    "key", SMALL_ORDER_KEYS + NON_CANONICAL_KEYS[:4] + [bytes(31), bytes(33), b""]
+)
 def test_bad_signer_keys(make_record: MakeRecord, key: bytes) -> None:
     record = make_record("rating", seq=2, prev=bytes(32))
     reject(altered(record, _set("signer", key)), BadKeyError)
@@ -509,7 +561,9 @@ def test_prev_is_required_after_seq_1(make_record: MakeRecord, genesis: Genesis)
     assert reject(resign(secret_key(), value), InvalidRecordError).field == "genesis"
 
 
-def test_head_must_checkpoint_the_record_before_it(make_record: MakeRecord, first_record: Record) -> None:
+def test_head_must_checkpoint_the_record_before_it(
+    make_record: MakeRecord, first_record: Record
+) -> None:
     head = make_record("head", seq=2, prev=first_record.id)
     assert head.body == HeadBody(latest_seq=1, latest_id=first_record.id, counts={"practice": 1})
     for path, value in [
@@ -548,10 +602,26 @@ def test_seal_validates_like_a_receiver(secret: SecretKey, author: bytes) -> Non
     with pytest.raises(InvalidRecordError):
         seal(secret, body=body, network=NETWORK, author=author, seq=1, prev=None, created=NOW_MS)
     with pytest.raises(InvalidRecordError):
-        seal(secret, body=body, network=NETWORK, author=author, seq=2, prev=bytes(32),
-             created=NOW_MS, addr="x")  # fmt: skip
+        seal(
+            secret,
+            body=body,
+            network=NETWORK,
+            author=author,
+            seq=2,
+            prev=bytes(32),
+            created=NOW_MS,
+            addr="x",
+        )
     assert isinstance(
-        seal(secret, body=practice_body(), network=NETWORK, author=author, seq=2,
-             prev=bytes(32), created=NOW_MS, addr="welcome-desk").body,
+        seal(
+            secret,
+            body=practice_body(),
+            network=NETWORK,
+            author=author,
+            seq=2,
+            prev=bytes(32),
+            created=NOW_MS,
+            addr="welcome-desk",
+        ).body,
         PracticeBody,
-    )  # fmt: skip
+    )

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import pytest
 
-from citymesh.protocol.errors import InvalidRecordError
-from citymesh.protocol.identity import identity_text
+from citymesh.protocol.errors import BadIdentityError, InvalidRecordError
+from citymesh.protocol.identity import identity_of, identity_text
 from citymesh.protocol.records import KINDS, Record
 from citymesh.protocol.subjects import (
     author_filter,
@@ -19,7 +20,7 @@ from citymesh.protocol.subjects import (
     subject_of,
 )
 
-from .builders import NETWORK, identity_of, make_genesis, secret_key
+from .builders import NETWORK, make_genesis, secret_key
 
 TOKEN = re.compile(r"\A[a-z0-9_-]+\Z")
 """What citymesh writes into a subject token: never '.', '*', '>', whitespace or anything else."""
@@ -61,7 +62,11 @@ def test_filters() -> None:
     assert author_filter("uclg", author) == f"cm.uclg.{identity_text(author)}.*"
     assert kind_filter("uclg", "rating") == "cm.uclg.*.rating"
     # Every filter's literal tokens are plain tokens; wildcards only where meant, whole tokens.
-    for pattern in (network_filter("uclg"), author_filter("uclg", author), kind_filter("uclg", "head")):
+    for pattern in (
+        network_filter("uclg"),
+        author_filter("uclg", author),
+        kind_filter("uclg", "head"),
+    ):
         for token in pattern.split("."):
             assert token in {"*", ">"} or TOKEN.match(token)
 
@@ -69,14 +74,15 @@ def test_filters() -> None:
 @pytest.mark.parametrize("network", BAD_NETWORKS)
 def test_bad_network_names_are_refused(network: str) -> None:
     author = _authors()[0]
-    for build in (
+    builders: list[Callable[[], object]] = [
         lambda: check_network(network),
         lambda: subject(network, author, "rating"),
         lambda: network_filter(network),
         lambda: author_filter(network, author),
         lambda: kind_filter(network, "rating"),
         lambda: stream_name(network),
-    ):
+    ]
+    for build in builders:
         with pytest.raises(InvalidRecordError) as info:
             build()
         assert info.value.field == "network"
@@ -92,8 +98,6 @@ def test_unknown_kinds_are_refused(kind: str) -> None:
 
 
 def test_author_must_be_an_identity() -> None:
-    from citymesh.protocol.errors import BadIdentityError
-
     with pytest.raises(BadIdentityError):
         subject("uclg", bytes(32), "rating")
 

@@ -69,9 +69,7 @@ _ADDR_RULES: Final[dict[str, re.Pattern[str]]] = {
     "network": re.compile(r"\A[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?\Z"),
     "membership": re.compile(rf"\A{_IDENT}\Z"),
     "key_rotation": re.compile(r"\A\Z"),
-    "retraction": re.compile(
-        r"\A(practice|rating|replication|indicators|membership)/.{0,200}\Z"
-    ),
+    "retraction": re.compile(r"\A(practice|rating|replication|indicators|membership)/.{0,200}\Z"),
     "head": re.compile(r"\A\Z"),
 }
 
@@ -209,7 +207,22 @@ def _decode_typed(payload: bytes) -> tuple[Header, Body]:
     return header, body  # type: ignore[return-value]
 
 
-def check_header(header: Header, body: Body, *, now_ms: int) -> None:
+class _GenesisBytes(msgspec.Struct, forbid_unknown_fields=False):
+    genesis: msgspec.Raw = msgspec.Raw(b"\xc0")  # MessagePack nil when absent
+
+
+_genesis_bytes_decoder = msgspec.msgpack.Decoder(_GenesisBytes)
+
+
+def genesis_bytes(payload: bytes) -> bytes | None:
+    """The genesis map of a payload exactly as signed (identity is derived from these bytes)."""
+    raw = bytes(_genesis_bytes_decoder.decode(payload).genesis)
+    return None if raw == b"\xc0" else raw
+
+
+def check_header(
+    header: Header, body: Body, *, now_ms: int, genesis_raw: bytes | None = None
+) -> None:
     """Rules that tie header fields together (PROTOCOL.md §4.2)."""
     if header.created > now_ms + MAX_FUTURE_MS:
         raise FutureError(
@@ -228,7 +241,7 @@ def check_header(header: Header, body: Body, *, now_ms: int) -> None:
             raise InvalidRecordError(
                 "the first record (seq 1) must carry the genesis", field="genesis"
             )
-        if identity_of(header.genesis) != header.author:
+        if identity_of(genesis_raw if genesis_raw is not None else header.genesis) != header.author:
             raise BadIdentityError(
                 "author is not the identity derived from the genesis", field="author"
             )
@@ -262,7 +275,8 @@ def open_envelope(data: bytes, *, now_ms: int) -> Record:
         raise MalformedError(f"payload cannot be decoded: {err}") from err
     verify_detached(signer, signed_message(payload), signature)
     header, body = _decode_payload(payload)
-    check_header(header, body, now_ms=now_ms)
+    raw_genesis = genesis_bytes(payload) if header.genesis is not None else None
+    check_header(header, body, now_ms=now_ms, genesis_raw=raw_genesis)
     return Record(
         id=record_id(payload), envelope=bytes(data), payload=payload, header=header, body=body
     )

@@ -119,9 +119,11 @@ class Genesis(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=F
     """Caller-chosen randomness so two identities made from the same key differ."""
 
 
-def identity_of(genesis: Genesis) -> bytes:
-    """The 20-byte identity derived from a genesis."""
-    return hashlib.sha256(IDENTITY_CONTEXT + encode(genesis)).digest()[:IDENTITY_BYTES]
+def identity_of(genesis: Genesis | bytes) -> bytes:
+    """The 20-byte identity derived from a genesis: over its bytes exactly as signed when given
+    them (so a genesis field added by a later version still counts), else its canonical form."""
+    data = genesis if isinstance(genesis, bytes) else encode(genesis)
+    return hashlib.sha256(IDENTITY_CONTEXT + data).digest()[:IDENTITY_BYTES]
 
 
 def identity_text(identity: bytes) -> str:
