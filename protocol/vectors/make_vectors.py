@@ -32,6 +32,8 @@ from citymesh.protocol.codes import SECTORS
 from citymesh.protocol.envelope import encode_envelope, open_envelope, seal, split_envelope
 from citymesh.protocol.errors import ProtocolError
 from citymesh.protocol.identity import (
+    IDENTITY_BYTES,
+    IDENTITY_CONTEXT,
     Genesis,
     SecretKey,
     fingerprint,
@@ -232,6 +234,11 @@ def fields(record: Record) -> dict[str, Any]:
 
 _DELETE = object()
 """Marks a field to remove in `invalid_vectors`' ``altered``."""
+
+
+def identity_over(genesis_bytes: bytes) -> bytes:
+    """The identity derived from genesis bytes as written (§3.3), computed here independently."""
+    return hashlib.sha256(IDENTITY_CONTEXT + genesis_bytes).digest()[:IDENTITY_BYTES]
 
 
 def _flip(data: bytes, index: int, mask: int = 0x01) -> bytes:
@@ -613,15 +620,6 @@ def valid_vectors(authors: dict[str, Author], rec: dict[str, Record]) -> list[di
         mechelen,
         deep,
     )
-    # An integer where the schema has a float: canonical MessagePack, decoded as a float.
-    update = fields(rec["bilbao-replication"])
-    update["created"] = T0 + 14 * HOUR
-    update["body"]["outcome"]["results"][0]["value"] = 70
-    extended(
-        "replication: an integer (70) in a float field is accepted and read as 70.0",
-        bilbao,
-        update,
-    )
     # Defaults may be absent on the wire.
     minimal = fields(rec["bilbao-rating"])
     minimal.update(created=T0 + 15 * HOUR, body={"score": 5})
@@ -630,6 +628,38 @@ def valid_vectors(authors: dict[str, Author], rec: dict[str, Record]) -> list[di
         "rating: fields with defaults left out (genesis in the header; all but score in the body)",
         bilbao,
         minimal,
+    )
+
+    # The identity is derived from the genesis bytes as signed, whatever fields they hold.
+    def standalone(description: str, values: dict[str, Any], key: SecretKey) -> None:
+        values["author"] = identity_over(codec.encode(values["genesis"]))
+        payload = codec.encode(values)
+        signature = key.sign(SIGNING_CONTEXT + payload)
+        out.append(
+            _vector(
+                description,
+                encode_envelope(payload, signature),
+                payload=payload,
+                signature=signature,
+                public_key=key.public_key,
+                error=None,
+            )
+        )
+
+    newer = fields(rec["bilbao-city"])
+    newer["genesis"]["witnesses"] = ["a genesis field from a newer minor version"]
+    standalone(
+        "city: a seq-1 record whose genesis has an unknown field; the identity covers it",
+        newer,
+        bilbao.key,
+    )
+    short = fields(rec["steward-network"])
+    short["genesis"] = {"key": steward.key.public_key}
+    standalone(
+        "network: a seq-1 record whose genesis leaves out its defaulted fields; the identity "
+        "is over the bytes as written",
+        short,
+        steward.key,
     )
     # Clock: created may be up to 15 minutes ahead of the verifier's clock.
     ahead = fields(rec["mechelen-head"])
@@ -1012,6 +1042,21 @@ def invalid_vectors(authors: dict[str, Author], rec: dict[str, Record]) -> list[
         "header: author is not the identity derived from the genesis",
         "bad_identity",
         altered(city, author=mechelen.identity),
+    )
+    newer = fields(city)
+    newer["genesis"]["witnesses"] = ["a genesis field from a newer minor version"]
+    newer["author"] = identity_of(bilbao.genesis)
+    resigned(
+        "header: genesis with an unknown field, author derived from the known fields only",
+        "bad_identity",
+        codec.encode(newer),
+    )
+    short = fields(city)
+    short["genesis"] = {"key": bilbao.key.public_key, "salt": bilbao.genesis.salt}
+    resigned(
+        "header: genesis leaving out defaulted fields, author derived from all four fields",
+        "bad_identity",
+        codec.encode(short),
     )
     outsider = secret("outsider/signing-1")
     resigned(

@@ -110,6 +110,12 @@ def test_envelope_vector_bytes_are_consistent(vector: dict[str, Any]) -> None:
         assert split_envelope(envelope) == (payload, signature)
         assert codec.check_canonical(envelope, what="envelope") is not None
         verify_detached(public_key, message, signature)
+        values = codec.decode_generic(payload)
+        if values["seq"] == 1:
+            # The payload is canonical, so re-encoding its genesis gives the bytes as signed.
+            genesis = codec.encode(values["genesis"])
+            derived = hashlib.sha256(b"citymesh/identity/v1\x00" + genesis).digest()[:20]
+            assert derived.hex() == vector["record"]["author"]
 
 
 def _pynacl_verifies(public_key: bytes, message: bytes, signature: bytes) -> bool:
@@ -204,3 +210,14 @@ def test_text_form_vectors(case: dict[str, Any]) -> None:
         assert caught.value.code == case["error"]
     else:
         assert parse(case["text"]).hex() == case["hex"]
+
+
+def test_worked_example_in_the_spec_matches_its_vector() -> None:
+    spec = (VECTORS.parent / "PROTOCOL.md").read_text(encoding="utf-8")
+    example = spec[spec.index("### 5.5 Worked example") : spec.index("## 6. Chains")]
+    (vector,) = [v for v in ALL if v["description"].startswith("rating: fields with defaults")]
+    payload = bytes.fromhex(vector["payload_hex"])
+    assert f"{len(payload)}-byte payload" in example
+    assert vector["id_hex"] in example
+    assert f"({len(vector['envelope_hex']) // 2} bytes)" in example
+    assert f"93 01 c4 {len(payload):02x}" in example

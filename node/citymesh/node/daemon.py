@@ -200,6 +200,9 @@ class Node:
 
     # -- live events -----------------------------------------------------------------------------
     async def _on_applied(self, result: ApplyResult) -> None:
+        if result.stored and len(self.links) > 1:
+            for link in self.links.values():
+                link.wake_outbox()  # ingest queued these for the other relays: bridge them now
         for queue in list(self._subscribers):
             for rec in result.applied:
                 if queue.full():
