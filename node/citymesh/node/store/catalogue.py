@@ -4,6 +4,7 @@ recomputes from the current-state tables, so the result never depends on arrival
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 
 import msgspec
@@ -53,9 +54,10 @@ def index_practice(
         [(facet, code, ref) for facet, code in codes],
     )
     db.execute(
-        "INSERT INTO practices_fts (ref, title, summary, body, keywords, place)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO practices_fts (rowid, ref, title, summary, body, keywords, place)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
         (
+            fts_rowid(ref),
             ref,
             " ".join(body.title.values()),
             " ".join(body.summary.values()),
@@ -67,9 +69,15 @@ def index_practice(
     db.execute("INSERT OR IGNORE INTO practice_stats (ref) VALUES (?)", (ref,))
 
 
+def fts_rowid(ref: str) -> int:
+    """The full-text row of a practice: a 63-bit hash of its ref, so an entry is found by rowid
+    (``ref`` is an unindexed column: deleting by it would scan the whole index)."""
+    return int.from_bytes(hashlib.sha256(ref.encode()).digest()[:8], "big") >> 1
+
+
 def unindex_practice(db: sqlite3.Connection, ref: str) -> None:
     db.execute("DELETE FROM practice_codes WHERE ref = ?", (ref,))
-    db.execute("DELETE FROM practices_fts WHERE ref = ?", (ref,))
+    db.execute("DELETE FROM practices_fts WHERE rowid = ?", (fts_rowid(ref),))
 
 
 def reindex_author(db: sqlite3.Connection, author: bytes) -> None:
