@@ -6,13 +6,21 @@ import asyncio
 import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
+from citymesh.node.app import create_app
 from citymesh.node.config import CityConfig, Home, NodeConfig
 from citymesh.node.daemon import Node
+from citymesh.node.keys import NODE
+from citymesh.node.natsserver import NatsServer
 from citymesh.node.setup import init_home
+from citymesh.protocol.identity import identity_text
 from citymesh.protocol.records import Contact, PracticeBody
 
 MakeHome = Callable[..., Home]
@@ -82,3 +90,37 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(interval)
+
+
+@dataclass
+class City:
+    client: TestClient[web.Request, web.Application]
+    token: str
+
+    @property
+    def identity(self) -> str:
+        return identity_text(self.client.server.app[NODE].identity)  # type: ignore[union-attr]
+
+    async def call(self, method: str, path: str, json: Any = None) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        async with self.client.request(method, path, headers=headers, json=json) as resp:
+            return resp.status, await resp.json()
+
+
+MakeCity = Callable[[str, str], Awaitable[City]]
+
+
+@pytest.fixture
+async def make_city(nats_server: NatsServer, make_home: MakeHome) -> AsyncIterator[MakeCity]:
+    clients: list[TestClient[web.Request, web.Application]] = []
+
+    async def make(name: str, country: str) -> City:
+        home = make_home(name, country, relays=[nats_server.client_url])
+        client = TestClient(TestServer(create_app(home, home.load_config())))
+        await client.start_server()
+        clients.append(client)
+        return City(client, home.load_token())
+
+    yield make
+    for client in reversed(clients):
+        await client.close()

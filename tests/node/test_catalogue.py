@@ -3,20 +3,9 @@ by C with a reported outcome, shows the same summary, distribution and lineage e
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
-import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
-
-from citymesh.node.app import create_app
-from citymesh.node.keys import NODE
-from citymesh.node.natsserver import NatsServer
-from citymesh.protocol.identity import identity_text
-
-from .conftest import MakeHome, wait_for
+from .conftest import MakeCity, wait_for
 
 PRACTICE: dict[str, Any] = {
     "addr": "welcome-desk",
@@ -28,40 +17,6 @@ PRACTICE: dict[str, Any] = {
     "contact": {"role_mailbox": "welcome@mechelen.example.org"},
     "review_by": "2020-01-01",
 }
-
-
-@dataclass
-class City:
-    client: TestClient[web.Request, web.Application]
-    token: str
-
-    @property
-    def identity(self) -> str:
-        return identity_text(self.client.server.app[NODE].identity)  # type: ignore[union-attr]
-
-    async def call(self, method: str, path: str, json: Any = None) -> tuple[int, Any]:
-        headers = {"Authorization": f"Bearer {self.token}"}
-        async with self.client.request(method, path, headers=headers, json=json) as resp:
-            return resp.status, await resp.json()
-
-
-MakeCity = Callable[[str, str], Awaitable[City]]
-
-
-@pytest.fixture
-async def make_city(nats_server: NatsServer, make_home: MakeHome) -> AsyncIterator[MakeCity]:
-    clients: list[TestClient[web.Request, web.Application]] = []
-
-    async def make(name: str, country: str) -> City:
-        home = make_home(name, country, relays=[nats_server.client_url])
-        client = TestClient(TestServer(create_app(home, home.load_config())))
-        await client.start_server()
-        clients.append(client)
-        return City(client, home.load_token())
-
-    yield make
-    for client in reversed(clients):
-        await client.close()
 
 
 async def test_rated_and_replicated_practice_agrees_on_three_nodes(make_city: MakeCity) -> None:

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from .catalogue_routes import add_catalogue_routes
 from .config import Home, NodeConfig
+from .indicators import add_indicator_routes
 from .daemon import Node
 from .keys import CURSOR_KEY, NODE, READER, TOKEN
 from .middlewares import auth, errors
@@ -46,5 +47,6 @@ def create_app(
     app.cleanup_ctx.append(reader_ctx)
     add_routes(app)
     add_catalogue_routes(app)
+    add_indicator_routes(app)
     add_openapi(app)
     return app

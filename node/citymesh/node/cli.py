@@ -25,6 +25,7 @@ from citymesh.protocol.errors import ProtocolError
 from citymesh.protocol.identity import fingerprint, identity_text, public_key_text
 
 from .cli_catalogue import export, rate, replicate, retract
+from .cli_indicators import indicators
 from .cli_relay import relay
 from .client import ClientError, NodeClient, pretty
 from .config import DEFAULT_NETWORK, ConfigError, Home, NodeConfig, resolve_home
@@ -76,6 +77,7 @@ main.add_command(relay)
 main.add_command(rate)
 main.add_command(replicate)
 main.add_command(export)
+main.add_command(indicators)
 
 
 # -- init ----------------------------------------------------------------------------------------
@@ -199,7 +201,8 @@ def _load_practice_file(path: Path) -> api.PracticeIn:
             return msgspec.convert(data, api.PracticeIn, strict=False)
         return msgspec.json.decode(raw, type=api.PracticeIn)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        fail(f"{path} is not valid TOML: {err}")
+        what = "TOML" if path.suffix.lower() == ".toml" else "JSON (UTF-8)"
+        fail(f"{path} is not valid {what}: {err}")
     except msgspec.DecodeError as err:
         detail = api.error_detail(err)
         where = f" ({detail.field})" if detail.field else ""
@@ -389,6 +392,16 @@ def demo(check: bool, cities: int, port: int) -> None:
     except KeyboardInterrupt:
         code = 0
     sys.exit(code)
+
+
+# -- tui -----------------------------------------------------------------------------------------
+@main.command()
+@home_option
+def tui(home: Path | None) -> None:
+    """Open the coordinators' terminal UI on this city's node (it talks to the node's API)."""
+    from citymesh.tui.cli import run_tui  # imported here: only this command needs Textual
+
+    run_tui(str(home) if home is not None else None)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ Layout::
     <home>/api.token        bearer token for the HTTP API (mode 0600)
     <home>/node.db          SQLite store
     <home>/relay/           embedded nats-server store (when no relay is configured)
+    <home>/api.url          where the running node's HTTP API listens (written by `node run`)
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ class Home:
         self.token_path = root / "api.token"
         self.db_path = root / "node.db"
         self.relay_dir = root / "relay"
+        self.url_path = root / "api.url"
 
     def exists(self) -> bool:
         return self.key_path.exists() or self.config_path.exists()
@@ -132,6 +134,14 @@ class Home:
         except (tomllib.TOMLDecodeError, msgspec.ValidationError, ValueError) as err:
             raise ConfigError(f"{self.identity_path} is corrupt: {err}") from err
 
+    def running_url(self) -> str | None:
+        """The API URL the running node wrote (``node run --listen`` may differ from config)."""
+        try:
+            url = self.url_path.read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
+        return url if url.startswith("http://") and len(url) < 300 else None
+
     def load_token(self) -> str:
         try:
             token = self.token_path.read_text(encoding="utf-8").strip()
@@ -172,6 +182,19 @@ class Home:
 
     def identity(self) -> bytes:
         return identity_of(self.load_genesis())
+
+    def disclosure_key(self) -> bytes:
+        """The secret that keys this city's rounding coins (created on first use, 0600).
+
+        Kept stable so an unchanged release is byte-identical; never leaves the node.
+        """
+        path = self.root / "disclosure.key"
+        if not path.exists():
+            _write_private(path, os.urandom(32).hex() + "\n", mode=0o600)
+        try:
+            return bytes.fromhex(path.read_text(encoding="utf-8").strip())
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"{path} is unreadable or corrupt: {err}") from err
 
 
 def _drop_none(value: object) -> object:

@@ -33,6 +33,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from citymesh.protocol.codes import ConfStatus, ObsStatus
+
 from .indicators import TOTAL, IndicatorDef
 
 MIN_PEOPLE_THRESHOLD: Final = 10
@@ -86,11 +88,11 @@ class Cell:
         return self.reason is not None
 
     @property
-    def obs_status(self) -> str:
+    def obs_status(self) -> ObsStatus:
         return "O" if self.suppressed else "A"
 
     @property
-    def conf_status(self) -> str:
+    def conf_status(self) -> ConfStatus:
         if self.reason in ("primary", "carried", "base"):
             return "C"
         if self.reason == "secondary":
@@ -173,7 +175,8 @@ def _protect_counts(
     for k, v in values.items():
         reason = reasons.get(k)
         published = None if reason else float(_round(defn.code, k, v, policy.rounding_base, key))
-        cells.append(Cell(dict(k), published, reason))
+        named = dict(k)
+        cells.append(Cell({d: named[d] for d in dims}, published, reason))
     cells.sort(key=lambda c: _order(defn, c.dims))
     method = (
         f"counts 1-{policy.threshold - 1} suppressed; complementary suppression (at least two "

@@ -507,6 +507,13 @@ class IndicatorRowIn(RequestStruct, frozen=True, kw_only=True):
     dims: Dims
     count: Annotated[int, Meta(ge=0, le=2**53 - 1)] | None = None
     value: Finite | None = None
+    base: (
+        Annotated[
+            int,
+            Meta(ge=0, le=2**53 - 1, description="People or cases a value is computed from."),
+        ]
+        | None
+    ) = None
 
     def __post_init__(self) -> None:
         if self.count is None and self.value is None:
@@ -587,6 +594,14 @@ class IndicatorDefinition(ApiStruct, frozen=True, kw_only=True):
     unit: Annotated[str, Meta(max_length=32)]
     description: Annotated[str, Meta(max_length=2000)] = ""
     dimensions: list[DimensionDefinition]
+    measure: Literal["count", "mean", "median", "rate", "share"] = "count"
+    sector: Sector | None = None
+    frequency: Annotated[str, Meta(max_length=1)] = "A"
+    source_type: SourceType | None = None
+    crosswalk: Annotated[
+        dict[Annotated[str, Meta(max_length=20)], Annotated[str, Meta(max_length=60)]],
+        Meta(description="Upstream series, e.g. {'SDG': 'SG_REG_BRTH'}."),
+    ] = {}
 
 
 IndicatorDefinitions = list[IndicatorDefinition]
