@@ -175,6 +175,58 @@ def build_document() -> dict[str, Any]:
                 },
             }
         },
+        "/v1/indicators/definitions": {
+            "get": {
+                "summary": "The indicator catalogue: codes, units, dimensions and code lists",
+                "responses": {
+                    "200": {
+                        "description": "Every indicator definition.",
+                        "content": {
+                            "application/json": {
+                                "schema": {"type": "array", "items": _ref(api.IndicatorDefinition)}
+                            }
+                        },
+                    },
+                    "401": ERRORS["401"],
+                },
+            }
+        },
+        "/v1/indicators/preview": {
+            "post": {
+                "summary": "Apply disclosure control to an aggregate table and show each cell's fate",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref(api.IndicatorPreviewIn)}},
+                },
+                "responses": {
+                    "200": _json(api.IndicatorPreview, "The table as it would be published."),
+                    "413": _json(api.ErrorResponse, "Body over the size limit."),
+                    "415": _json(api.ErrorResponse, "Body is not application/json."),
+                    **ERRORS,
+                },
+            }
+        },
+        "/v1/indicators": {
+            "get": {
+                "summary": "Published aggregate tables, by city, code and period",
+                "parameters": _query_params(api.IndicatorQuery, schemas),
+                "responses": {"200": _json(api.IndicatorList, "Tables."), **ERRORS},
+            },
+            "post": {
+                "summary": "Apply disclosure control, sign and publish an aggregate table",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref(api.IndicatorPublishIn)}},
+                },
+                "responses": {
+                    "201": _json(api.Published, "Signed, stored and queued for every relay."),
+                    "413": _json(api.ErrorResponse, "Body over the size limit."),
+                    "415": _json(api.ErrorResponse, "Body is not application/json."),
+                    "503": _json(api.ErrorResponse, "Not ready to sign yet; retry."),
+                    **ERRORS,
+                },
+            },
+        },
         "/v1/records/{id}": {
             "get": {
                 "summary": "A raw signed record (envelope bytes exactly as received)",
