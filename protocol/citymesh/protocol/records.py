@@ -306,6 +306,8 @@ class MembershipBody(Base, frozen=True, kw_only=True):
     reason: Short = ""
     replaces: IdentityBytes | None = None
     """Set when a steward re-admits a city that lost its key: the identity this one continues."""
+    until_seq: Annotated[int, Meta(ge=0, le=MAX_SEQ)] | None = None
+    """With status revoked: the member's records up to this seq still count, later ones do not."""
 
 
 # -- key rotation, retraction, head -------------------------------------------------------------
