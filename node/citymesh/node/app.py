@@ -14,13 +14,14 @@ from aiohttp import web
 
 from .catalogue_routes import add_catalogue_routes
 from .config import Home, NodeConfig
-from .indicators import add_indicator_routes
 from .daemon import Node
+from .indicators import add_indicator_routes
 from .keys import CURSOR_KEY, NODE, READER, TOKEN
 from .middlewares import auth, errors
 from .openapi import add_openapi
 from .reader import Reader
 from .routes import add_routes
+from .trust_routes import add_trust_routes
 
 
 def create_app(
@@ -48,5 +49,6 @@ def create_app(
     add_routes(app)
     add_catalogue_routes(app)
     add_indicator_routes(app)
+    add_trust_routes(app)
     add_openapi(app)
     return app

@@ -116,6 +116,9 @@ class Home:
     def load_key(self) -> SecretKey:
         return _read_key(self.key_path, "city signing key")
 
+    def load_key_file(self, path: Path) -> SecretKey:
+        return _read_key(path, "staged signing key")
+
     def load_transport_key(self) -> SecretKey:
         return _read_key(self.transport_key_path, "transport key")
 
@@ -182,6 +185,22 @@ class Home:
 
     def identity(self) -> bytes:
         return identity_of(self.load_genesis())
+
+    @property
+    def next_key_path(self) -> Path:
+        return self.root / "city.key.next"
+
+    def stage_next_key(self, key: SecretKey) -> None:
+        """Write a key a rotation is about to introduce (finished by `commit_next_key`)."""
+        _write_private(self.next_key_path, key.to_text() + "\n", mode=0o600)
+
+    def commit_next_key(self) -> None:
+        """Make the staged key the signing key; the old one is kept as city.key.<n>.old."""
+        n = 1
+        while (self.root / f"city.key.{n}.old").exists():
+            n += 1
+        os.replace(self.key_path, self.root / f"city.key.{n}.old")
+        os.replace(self.next_key_path, self.key_path)
 
     def disclosure_key(self) -> bytes:
         """The secret that keys this city's rounding coins (created on first use, 0600).

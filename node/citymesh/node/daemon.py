@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -18,7 +19,8 @@ import msgspec
 
 from citymesh.protocol.envelope import seal
 from citymesh.protocol.identity import Genesis, SecretKey, identity_of
-from citymesh.protocol.records import Body, CityBody, HeadBody, Record
+from citymesh.protocol.records import Body, CityBody, HeadBody, KeyRotationBody, Record
+from citymesh.protocol.signing import rotation_message
 
 from .config import Home, NodeConfig
 from .link import LinkContext, RelayLink
@@ -68,6 +70,7 @@ class Node:
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
         await self.writer.open()
+        await self._finish_rotation()
         specs = [RelaySpec(url, url) for url in self.relay_urls]
         if not specs:
             self.home.relay_dir.mkdir(parents=True, exist_ok=True)
@@ -89,6 +92,20 @@ class Node:
         for link in self.links.values():
             await link.start()
         self._head_task = asyncio.create_task(self._profile_and_heads(), name="heads")
+
+    async def _finish_rotation(self) -> None:
+        """A rotation interrupted between storing it and moving the key file: finish or undo."""
+        staged = self.home.next_key_path
+        if not staged.exists():
+            return
+        assert self.writer.store is not None
+        current = await self.writer.run(self.writer.store.current_key, self.identity)
+        new = self.home.load_key_file(staged)
+        if current == new.public_key:
+            self.home.commit_next_key()
+            self.key = new
+        else:
+            staged.unlink()
 
     async def stop(self) -> None:
         if self._head_task is not None:
@@ -144,28 +161,58 @@ class Node:
         """
         await self.wait_ready(timeout)
         async with self._sign_lock:
-            seq, prev = await self.own_head()
-            if callable(body):
-                body = body(seq, prev)
-            created = max(now_ms(), 0)
-            record = seal(
-                self.key,
-                body=body,
-                network=self.network,
-                author=self.identity,
-                seq=seq + 1,
-                prev=prev,
-                created=created,
-                addr=addr,
-                genesis=self.genesis if seq == 0 else None,
-            )
-            assert self.writer.store is not None
-            result = await self.writer.run(
-                self.writer.store.add_own, record, relays=list(self.links), now_ms=created
-            )
+            record, result = await self._sign_and_store(body, addr)
+        await self._sent(result)
+        return record
+
+    async def _sign_and_store(
+        self, body: Body | Callable[[int, bytes | None], Body], addr: str
+    ) -> tuple[Record, ApplyResult]:
+        """Under the signing lock: seal the next record with the current key and store it."""
+        seq, prev = await self.own_head()
+        if callable(body):
+            body = body(seq, prev)
+        created = max(now_ms(), 0)
+        record = seal(
+            self.key,
+            body=body,
+            network=self.network,
+            author=self.identity,
+            seq=seq + 1,
+            prev=prev,
+            created=created,
+            addr=addr,
+            genesis=self.genesis if seq == 0 else None,
+        )
+        assert self.writer.store is not None
+        result = await self.writer.run(
+            self.writer.store.add_own, record, relays=list(self.links), now_ms=created
+        )
+        return record, result
+
+    async def _sent(self, result: ApplyResult) -> None:
         for link in self.links.values():
             link.wake_outbox()
         await self._on_applied(result)
+
+    async def rotate_key(self, *, timeout: float = 30.0) -> Record:
+        """Replace the signing key: a rotation signed by the old key and counter-signed by the new.
+
+        The new seed is written to ``city.key.next`` before signing and moved to ``city.key``
+        once the rotation is stored, so a crash in between is finished at the next start.
+        """
+        await self.wait_ready(timeout)
+        async with self._sign_lock:
+            new = SecretKey(os.urandom(32))
+            self.home.stage_next_key(new)
+            body = KeyRotationBody(
+                new_key=new.public_key,
+                counter_signature=new.sign(rotation_message(self.identity, new.public_key)),
+            )
+            record, result = await self._sign_and_store(body, "")
+            self.home.commit_next_key()
+            self.key = new
+        await self._sent(result)
         return record
 
     async def _profile_and_heads(self) -> None:

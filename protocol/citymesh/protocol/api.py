@@ -639,6 +639,46 @@ class IndicatorList(ApiStruct, frozen=True, kw_only=True):
     next: CursorText | None = None
 
 
+# -- trust: networks, memberships, keys ---------------------------------------------------------
+class NetworkIn(RequestStruct, frozen=True, kw_only=True):
+    """POST /v1/network: sign this node's network charter (meaningful from a trusted steward)."""
+
+    title: Name
+    description: Long = ""
+    stewards: Annotated[list[IdentityText], Meta(min_length=1, max_length=16)]
+    admission_threshold: Annotated[int, Meta(ge=1, le=16)] = 1
+    relays: Annotated[
+        list[Annotated[str, Meta(pattern=r"^(nats|tls|wss?)://[^\s]{1,250}(?!\n)$")]],
+        Meta(max_length=16),
+    ] = []
+
+
+class MemberIn(RequestStruct, frozen=True, kw_only=True):
+    """POST /v1/network/members: admit or revoke a city (signed by this node as a steward)."""
+
+    member: IdentityText
+    city: Annotated[Name | None, Meta(description="Default: the city's own profile name.")] = None
+    role: MemberRole = "member"
+    status: MembershipStatus = "active"
+    transport_key: Annotated[
+        KeyText | None, Meta(description="Default: the key the city's profile names.")
+    ] = None
+    reason: Short = ""
+    until_seq: Annotated[
+        int | None,
+        Meta(description="With status revoked: default the member's latest seq held here."),
+    ] = None
+
+
+class KeyRotated(ApiStruct, frozen=True, kw_only=True):
+    """POST /v1/keys/rotate: the new signing key and the rotation record."""
+
+    key: KeyText
+    fingerprint: Fingerprint
+    seq: Seq
+    id: HexId
+
+
 # -- records and events -------------------------------------------------------------------------
 class RawRecord(ApiStruct, frozen=True, kw_only=True):
     """GET /v1/records/{id} as JSON: the envelope exactly as received, base64 encoded."""
@@ -667,6 +707,8 @@ class Event(ApiStruct, frozen=True, kw_only=True):
 
 
 REQUEST_TYPES: Final[tuple[type[Struct], ...]] = (
+    NetworkIn,
+    MemberIn,
     PracticeIn,
     PracticeQuery,
     RatingIn,
@@ -676,6 +718,7 @@ REQUEST_TYPES: Final[tuple[type[Struct], ...]] = (
     IndicatorQuery,
 )
 RESPONSE_TYPES: Final[tuple[type[Struct], ...]] = (
+    KeyRotated,
     ErrorResponse,
     Health,
     Status,

@@ -140,6 +140,11 @@ class Store:
             return 0, None
         return int(row[0]), None if row[1] is None else bytes(row[1])
 
+    def current_key(self, author: bytes) -> bytes | None:
+        """The key that signs the author's next record, as its applied chain says."""
+        row = self.db.execute("SELECT key FROM authors WHERE author = ?", (author,)).fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
+
     def own_counts(self, author: bytes) -> dict[str, int]:
         rows = self.db.execute(
             "SELECT kind, count(*) FROM records WHERE author = ? AND state = 'applied'"

@@ -1,0 +1,137 @@
+"""``citymesh network ...`` and ``citymesh keys ...``: charters, memberships and key rotation,
+signed by the running node."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import msgspec
+
+from citymesh.protocol import api
+
+from .cli_catalogue import client, fail, home_option
+from .client import ClientError
+
+
+@click.group()
+def network() -> None:
+    """A network's charter and its members (for stewards)."""
+
+
+@network.command(name="create")
+@home_option
+@click.option("--title", required=True, help="The network's name as people know it.")
+@click.option(
+    "--steward",
+    "stewards",
+    multiple=True,
+    help="Steward identity (repeatable; default: this city).",
+)
+@click.option(
+    "--threshold",
+    type=click.IntRange(1, 16),
+    default=1,
+    show_default=True,
+    help="How many stewards must admit a city.",
+)
+@click.option("--relay", "relays", multiple=True, help="Relay URL of the network (repeatable).")
+@click.option("--description", default="")
+def create(
+    home: Path | None,
+    title: str,
+    stewards: tuple[str, ...],
+    threshold: int,
+    relays: tuple[str, ...],
+    description: str,
+) -> None:
+    """Sign the network's charter (title, stewards, admission rule, relays)."""
+    c = client(home)
+    try:
+        if not stewards:
+            stewards = (c.get("/v1/status", api.Status).identity,)
+        body = {
+            "title": title,
+            "stewards": list(stewards),
+            "admission_threshold": threshold,
+            "relays": list(relays),
+            "description": description,
+        }
+        published = c.post("/v1/network", msgspec.json.encode(body), api.Published)
+    except ClientError as err:
+        fail(str(err))
+        return
+    click.echo(f"charter signed (seq {published.seq}); stewards: {', '.join(stewards)}")
+
+
+def _membership(home: Path | None, body: dict[str, object]) -> api.Published:
+    try:
+        return client(home).post("/v1/network/members", msgspec.json.encode(body), api.Published)
+    except ClientError as err:
+        fail(str(err))
+        raise AssertionError from err  # unreachable: fail exits
+
+
+@network.command(name="admit")
+@home_option
+@click.argument("identity")
+@click.option("--city", default=None, help="City name (default: from its profile).")
+@click.option("--role", type=click.Choice(["member", "observer", "steward"]), default="member")
+@click.option(
+    "--transport-key",
+    default=None,
+    help="The city's relay login key, cmpk1… (default: the one its profile names).",
+)
+def admit(
+    home: Path | None, identity: str, city: str | None, role: str, transport_key: str | None
+) -> None:
+    """Admit a city: sign its membership."""
+    body: dict[str, object] = {"member": identity, "role": role}
+    if city:
+        body["city"] = city
+    if transport_key:
+        body["transport_key"] = transport_key
+    published = _membership(home, body)
+    click.echo(f"admitted {identity} (seq {published.seq})")
+
+
+@network.command(name="revoke")
+@home_option
+@click.argument("identity")
+@click.option("--reason", required=True, help="Why (kept in the signed record).")
+@click.option(
+    "--until-seq",
+    type=click.IntRange(0),
+    default=None,
+    help="The city's records up to this seq still count (default: all held now).",
+)
+def revoke(home: Path | None, identity: str, reason: str, until_seq: int | None) -> None:
+    """Revoke a city: its later records stop counting on every node."""
+    body: dict[str, object] = {"member": identity, "status": "revoked", "reason": reason}
+    if until_seq is not None:
+        body["until_seq"] = until_seq
+    published = _membership(home, body)
+    click.echo(f"revoked {identity} (seq {published.seq})")
+
+
+@click.group()
+def keys() -> None:
+    """This city's signing key."""
+
+
+@keys.command(name="rotate")
+@home_option
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def rotate(home: Path | None, yes: bool) -> None:
+    """Replace the signing key (the old key signs the rotation, the new one counter-signs)."""
+    if not yes:
+        click.confirm("Rotate this city's signing key now?", abort=True)
+    try:
+        rotated = client(home).post("/v1/keys/rotate", b"{}", api.KeyRotated)
+    except ClientError as err:
+        fail(str(err))
+        return
+    click.echo(
+        f"new signing key {rotated.key} [{rotated.fingerprint}] (rotation seq {rotated.seq})"
+    )
+    click.echo("the old key file is kept as city.key.<n>.old in the home; it signs nothing now")

@@ -1,0 +1,116 @@
+"""Trust routes: the network charter, admitting and revoking cities, rotating the signing key."""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+from aiohttp import web
+
+from citymesh.protocol import api
+from citymesh.protocol.identity import fingerprint, identity_text, parse_public_key, public_key_text
+from citymesh.protocol.records import CityBody, MembershipBody, NetworkBody
+
+from .errors import ApiError
+from .keys import NODE
+from .routes import json_response, read_json
+
+_city = msgspec.json.Decoder(CityBody)
+
+
+async def charter(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    body = await read_json(request, api.NetworkIn)
+    assert isinstance(body, api.NetworkIn)
+    stewards = [api.identity_from_text(s, field="stewards") for s in body.stewards]
+    if body.admission_threshold > len(stewards):
+        raise ApiError(
+            400,
+            "invalid",
+            "the admission threshold exceeds the number of stewards",
+            field="admission_threshold",
+        )
+    record = await node.publish(
+        NetworkBody(
+            title=body.title,
+            description=body.description,
+            stewards=stewards,
+            admission_threshold=body.admission_threshold,
+            relays=body.relays,
+        ),
+        addr=node.network,
+    )
+    return json_response(
+        api.Published(
+            ref=f"{identity_text(node.identity)}/{node.network}",
+            id=record.id.hex(),
+            seq=record.seq,
+            kind="network",
+        ),
+        status=201,
+    )
+
+
+async def member(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    body = await read_json(request, api.MemberIn)
+    assert isinstance(body, api.MemberIn)
+    member_id = api.identity_from_text(body.member, field="member")
+    store = node.writer.store
+    assert store is not None
+    profile_json = await node.writer.run(store.current_body, member_id, "city", "")
+    profile = _city.decode(profile_json) if profile_json else None
+    city = body.city or (profile.name if profile else None)
+    if city is None:
+        raise ApiError(
+            400, "missing_field", "no profile of that city here: give its name", field="city"
+        )
+    transport: bytes | None = profile.transport_key if profile else None
+    if body.transport_key is not None:
+        transport = parse_public_key(body.transport_key)
+    until_seq = body.until_seq
+    if body.status == "revoked" and until_seq is None:
+        until_seq, _ = await node.writer.run(store.applied_head, member_id)
+    record = await node.publish(
+        MembershipBody(
+            network=node.network,
+            member=member_id,
+            city=city,
+            role=body.role,
+            status=body.status,
+            transport_key=transport,
+            valid_from=int(time.time() * 1000),
+            reason=body.reason,
+            until_seq=until_seq,
+        ),
+        addr=body.member,
+    )
+    return json_response(
+        api.Published(
+            ref=f"{identity_text(node.identity)}/{body.member}",
+            id=record.id.hex(),
+            seq=record.seq,
+            kind="membership",
+        ),
+        status=201,
+    )
+
+
+async def rotate(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    record = await node.rotate_key()
+    return json_response(
+        api.KeyRotated(
+            key=public_key_text(node.key.public_key),
+            fingerprint=fingerprint(node.key.public_key),
+            seq=record.seq,
+            id=record.id.hex(),
+        ),
+        status=201,
+    )
+
+
+def add_trust_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/network", charter)
+    app.router.add_post("/v1/network/members", member)
+    app.router.add_post("/v1/keys/rotate", rotate)
