@@ -27,6 +27,7 @@ from citymesh.protocol.identity import fingerprint, identity_text, public_key_te
 from .cli_catalogue import export, rate, replicate, retract
 from .cli_indicators import indicators
 from .cli_relay import relay
+from .cli_trust import keys, network
 from .client import ClientError, NodeClient, pretty
 from .config import DEFAULT_NETWORK, ConfigError, Home, NodeConfig, resolve_home
 from .demo import run_demo
@@ -78,6 +79,8 @@ main.add_command(rate)
 main.add_command(replicate)
 main.add_command(export)
 main.add_command(indicators)
+main.add_command(network)
+main.add_command(keys)
 
 
 # -- init ----------------------------------------------------------------------------------------
@@ -399,7 +402,7 @@ def demo(check: bool, cities: int, port: int) -> None:
 @home_option
 def tui(home: Path | None) -> None:
     """Open the coordinators' terminal UI on this city's node (it talks to the node's API)."""
-    from citymesh.tui.cli import run_tui  # imported here: only this command needs Textual
+    from citymesh.tui.cli import run_tui  # noqa: PLC0415 (only this command needs Textual)
 
     run_tui(str(home) if home is not None else None)
 
