@@ -41,7 +41,8 @@ class NodeClient:
 
     @classmethod
     def for_home(cls, home: Home) -> NodeClient:
-        return cls(base_url(home.load_config()), home.load_token())
+        config = home.load_config()
+        return cls(home.running_url() or base_url(config), home.load_token())
 
     def request(self, method: str, path: str, body: bytes | None = None) -> bytes:
         req = urllib.request.Request(

@@ -89,7 +89,9 @@ async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     expected = request.app[TOKEN]
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), expected):
+    # Compare bytes: compare_digest refuses str with non-ASCII characters (a 500, not a 401).
+    given = token.strip().encode("utf-8", "surrogateescape")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given, expected.encode()):
         return error_response(
             401,
             "unauthorized",

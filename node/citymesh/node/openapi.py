@@ -73,6 +73,25 @@ def _write_about_practice(
     }
 
 
+def _signed_write(
+    summary: str, body: type[msgspec.Struct] | None, result: type[msgspec.Struct]
+) -> dict[str, Any]:
+    schema: dict[str, Any] = _ref(body) if body is not None else {"type": "object"}
+    return {
+        "post": {
+            "summary": summary,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
+            "responses": {
+                "201": _json(result, "Signed, stored and queued for every relay."),
+                "413": _json(api.ErrorResponse, "Body over the size limit."),
+                "415": _json(api.ErrorResponse, "Body is not application/json."),
+                "503": _json(api.ErrorResponse, "Not ready to sign yet; retry."),
+                **ERRORS,
+            },
+        }
+    }
+
+
 def build_document() -> dict[str, Any]:
     _, schemas = msgspec.json.schema_components(api.SCHEMA_TYPES, ref_template=REF)
     for schema in schemas.values():
@@ -227,6 +246,15 @@ def build_document() -> dict[str, Any]:
                 },
             },
         },
+        "/v1/network": _signed_write(
+            "Publish the network charter (this city as a steward)", api.NetworkIn, api.Published
+        ),
+        "/v1/network/members": _signed_write(
+            "Admit, update or revoke a member city (stewards)", api.MemberIn, api.Published
+        ),
+        "/v1/keys/rotate": _signed_write(
+            "Rotate this city's signing key (body: {})", None, api.KeyRotated
+        ),
         "/v1/records/{id}": {
             "get": {
                 "summary": "A raw signed record (envelope bytes exactly as received)",

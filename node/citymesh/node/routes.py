@@ -11,6 +11,7 @@ from aiohttp import web
 
 from citymesh.protocol import PROTOCOL_VERSION, api
 from citymesh.protocol.identity import fingerprint, identity_text, public_key_text
+from citymesh.protocol.records import Record
 
 from . import queries
 from .daemon import EMBEDDED, Node
@@ -18,6 +19,7 @@ from .keys import CURSOR_KEY, NODE, READER
 from .search import search_practices
 
 VERSION = "0.1.0"
+EVENTS_CLOSING = web.AppKey("events_closing", asyncio.Event)
 SSE_PING_SECONDS = 15.0
 
 
@@ -31,7 +33,10 @@ async def read_json(request: web.Request, type_: type[msgspec.Struct]) -> object
     if request.content_type != "application/json":
         raise web.HTTPUnsupportedMediaType(reason="send the body as application/json")
     body = await request.read()
-    return msgspec.json.decode(body, type=type_)
+    try:
+        return msgspec.json.decode(body, type=type_)
+    except UnicodeDecodeError as err:  # msgspec raises it (not DecodeError) for bad UTF-8
+        raise msgspec.DecodeError(f"body is not UTF-8: {err.reason}") from None
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -125,14 +130,15 @@ async def events(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
+    closing = request.app[EVENTS_CLOSING]
     await response.prepare(request)
     await response.write(b": citymesh events\n\n")
     async with node.events() as queue:
-        while True:
-            try:
-                rec = await asyncio.wait_for(queue.get(), SSE_PING_SECONDS)
-            except TimeoutError:
-                await response.write(b": ping\n\n")
+        while not closing.is_set():
+            rec = await _next_record(queue, closing)
+            if rec is None:
+                if not closing.is_set():
+                    await response.write(b": ping\n\n")
                 continue
             h = rec.header
             ref = None
@@ -160,7 +166,29 @@ async def events(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def _next_record(queue: asyncio.Queue[Record], closing: asyncio.Event) -> Record | None:
+    """The next applied record; None after SSE_PING_SECONDS or once the app shuts down."""
+    get = asyncio.ensure_future(queue.get())
+    stop = asyncio.ensure_future(closing.wait())
+    try:
+        await asyncio.wait(
+            {get, stop}, timeout=SSE_PING_SECONDS, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        stop.cancel()
+        if not get.done():
+            get.cancel()
+    return get.result() if get.done() and not get.cancelled() else None
+
+
+async def _end_event_streams(app: web.Application) -> None:
+    """On shutdown, end open SSE responses, or shutdown waits for them (2 x shutdown_timeout)."""
+    app[EVENTS_CLOSING].set()
+
+
 def add_routes(app: web.Application) -> None:
+    app[EVENTS_CLOSING] = asyncio.Event()
+    app.on_shutdown.append(_end_event_streams)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/v1/status", status)
     app.router.add_post("/v1/practices", publish_practice)

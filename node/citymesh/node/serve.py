@@ -35,9 +35,12 @@ async def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    url = None
     try:
         site = web.TCPSite(runner, host, port)
         await site.start()
+        url = _local_url(host, runner.addresses[0][1])
+        home.url_path.write_text(url + "\n", encoding="utf-8")  # so `citymesh status` finds it
         node = app[NODE]
         if not quiet:
             relays_text = ", ".join(
@@ -46,7 +49,7 @@ async def serve(
             )
             print(
                 f"citymesh node {config.city.name} {identity_text(node.identity)}\n"
-                f"  api    http://{host}:{port}  (token in {home.token_path})\n"
+                f"  api    {url}  (token in {home.token_path})\n"
                 f"  relays {relays_text}",
                 flush=True,
             )
@@ -57,4 +60,13 @@ async def serve(
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
+        if url is not None and home.running_url() == url:
+            home.url_path.unlink(missing_ok=True)
         await runner.cleanup()
+
+
+def _local_url(host: str, port: int) -> str:
+    """The URL a client on this machine reaches the API at."""
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
