@@ -86,6 +86,7 @@ class Node:
             verifier=self.verifier,
             relay_names=lambda: list(self.links),
             on_applied=self._on_applied,
+            transport_seed=self.home.load_transport_key().seed(),
         )
         for spec in specs:
             self.links[spec.name] = RelayLink(ctx, spec.name, spec.url)

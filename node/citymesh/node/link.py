@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import nats
 import nats.errors
 import nats.js.errors
+from nats.aio.client import DEFAULT_INBOX_PREFIX as DEFAULT_INBOX
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
@@ -28,6 +29,8 @@ from citymesh.protocol.identity import identity_text
 from citymesh.protocol.records import KINDS
 from citymesh.protocol.subjects import network_filter, stream_name, subject
 
+from .nkey import encode_seed
+from .relay_auth import inbox_prefix
 from .store import Store
 from .store.apply import ApplyResult
 from .streams import ensure_stream
@@ -39,6 +42,8 @@ log = logging.getLogger("citymesh.link")
 BATCH = 512
 FLUSH_AFTER = 0.02
 PIPELINE_DEPTH = 3
+GROUP_COMMIT = 2048
+"""Records at most in one ingest transaction when verified batches queue up behind the writer."""
 PUBLISH_CHUNK = 64
 PING_INTERVAL = 15
 """Seconds between client pings (the client default of 120 s notices a dead link too late)."""
@@ -59,6 +64,9 @@ class LinkContext:
     relay_names: Callable[[], list[str]]
     on_applied: Callable[[ApplyResult], Awaitable[None]]
     create_stream: bool = True
+    transport_seed: bytes | None = None
+    """The city's transport key seed (``Home.load_transport_key().seed()``): when set, the link
+    logs in to relays with it as a NATS nkey (governed relays refuse anyone else)."""
 
 
 @dataclass
@@ -88,6 +96,7 @@ class RelayLink:
         self._buf: list[tuple[bytes, int]] = []
         self._flush_handle: asyncio.TimerHandle | None = None
         self._timed: asyncio.Task[None] | None = None
+        self._flush_lock = asyncio.Lock()
         self._stage: asyncio.Queue[tuple[asyncio.Task[Verified], int] | None] = asyncio.Queue(
             PIPELINE_DEPTH
         )
@@ -102,9 +111,14 @@ class RelayLink:
 
     async def stop(self) -> None:
         self._closing = True
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._resubscribe.set()  # the run loop checks _closing when it wakes
+        self._outbox_wakeup.set()
+        pending = {t for t in self._tasks if not t.done()}
+        while pending:
+            # nats-py can swallow a cancellation inside its own awaits: cancel until done.
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=1.0)
         if self.nc is not None and not self.nc.is_closed:
             with contextlib.suppress(nats.errors.Error, OSError):
                 await self.nc.close()
@@ -146,19 +160,36 @@ class RelayLink:
         async def on_error(err: Exception) -> None:
             self._error(f"{type(err).__name__}: {err}")
 
-        self.nc = await nats.connect(
-            self.url,
-            name=f"citymesh {identity_text(self.ctx.author)}",
-            ping_interval=PING_INTERVAL,
-            max_outstanding_pings=3,
-            allow_reconnect=True,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=1,
-            connect_timeout=5,
-            disconnected_cb=on_disconnect,
-            reconnected_cb=on_reconnect,
-            error_cb=on_error,
-        )
+        # With a transport key: nkey login (nats-py signs the server's nonce with it), and replies
+        # and deliveries come to this city's own inbox prefix, the only one a governed relay
+        # lets it read.
+        seed = self.ctx.transport_seed
+        nkey_seed = encode_seed(seed) if seed is not None else None
+        inbox: str | bytes = inbox_prefix(self.ctx.author) if seed is not None else DEFAULT_INBOX
+        nc = Client()
+        try:
+            await nc.connect(
+                self.url,
+                name=f"citymesh {identity_text(self.ctx.author)}",
+                ping_interval=PING_INTERVAL,
+                max_outstanding_pings=3,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=1,
+                connect_timeout=5,
+                disconnected_cb=on_disconnect,
+                reconnected_cb=on_reconnect,
+                error_cb=on_error,
+                nkeys_seed_str=nkey_seed,
+                inbox_prefix=inbox,
+            )
+        except BaseException:
+            # nats-py leaves the socket of a refused login open: close it (a relay that refuses
+            # this city would otherwise cost one file descriptor per retry)
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await nc.close()
+            raise
+        self.nc = nc
         self.js = self.nc.jetstream(timeout=10)
         self.state.connected = True
 
@@ -196,8 +227,24 @@ class RelayLink:
         await self.ctx.writer.run(
             self._store().queue_unsent_own, self.name, self.ctx.author, now_ms()
         )
+        head = await self._own_head_on_relay()
+        # A relay can lose our newest records and keep its stream (a truncated block file behind
+        # an intact index keeps last_seq): queue again what it acknowledged past its head.
+        lost = await self.ctx.writer.run(self._requeue_lost_own, head)
+        if lost:
+            log.warning(
+                "relay %s lost %d own records past seq %d: refilling", self.name, lost, head
+            )
         self._outbox_wakeup.set()
-        self.state.own_head_on_relay = await self._own_head_on_relay()
+        self.state.own_head_on_relay = head
+
+    def _requeue_lost_own(self, head: int) -> int:
+        with self._store().transaction() as db:
+            return db.execute(
+                "UPDATE outbox SET sent = NULL WHERE relay = ? AND sent IS NOT NULL AND id IN"
+                " (SELECT id FROM records WHERE author = ? AND seq > ?)",
+                (self.name, self.ctx.author, head),
+            ).rowcount
 
     async def _own_head_on_relay(self) -> int:
         assert self.js is not None
@@ -251,16 +298,21 @@ class RelayLink:
             self._timed = asyncio.create_task(self._flush())
 
     async def _flush(self) -> None:
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
-        batch, self._buf = self._buf, []
-        if not batch:
-            return
-        last_seq = batch[-1][1]
-        envelopes = [d for d, _ in batch]
-        fut = asyncio.create_task(self.ctx.verifier.verify(envelopes, now_ms()))
-        await self._stage.put((fut, last_seq))
+        # Batches must enter the stage in stream order: a timed flush waiting on a full stage
+        # would otherwise be overtaken by the callback's next put (asyncio.Queue lets a new put
+        # take a freed slot before the woken waiter runs), so the cursor could move past records
+        # not yet committed, and every chain would stall behind the late batch.
+        async with self._flush_lock:
+            if self._flush_handle is not None:
+                self._flush_handle.cancel()
+                self._flush_handle = None
+            batch, self._buf = self._buf, []
+            if not batch:
+                return
+            last_seq = batch[-1][1]
+            envelopes = [d for d, _ in batch]
+            fut = asyncio.create_task(self.ctx.verifier.verify(envelopes, now_ms()))
+            await self._stage.put((fut, last_seq))
 
     async def _applier(self) -> None:
         while True:
@@ -269,6 +321,18 @@ class RelayLink:
                 return
             fut, last_seq = item
             records, rejected = await fut
+            # Group commit: batches already waiting behind this one join its transaction (one
+            # fsync and one load of each author per group, not per batch) while the writer lags.
+            stop = False
+            while len(records) < GROUP_COMMIT and not self._stage.empty():
+                more = self._stage.get_nowait()
+                if more is None:
+                    stop = True
+                    break
+                more_records, more_rejected = await more[0]
+                records.extend(more_records)
+                rejected.update(more_rejected)
+                last_seq = more[1]
             others = [n for n in self.ctx.relay_names() if n != self.name]
             cursor = (self.name, self.stream, self.state.stream_created, last_seq)
             result = await self.ctx.writer.run(
@@ -283,6 +347,8 @@ class RelayLink:
             self.state.received += len(records)
             if result.applied or result.stored:
                 await self.ctx.on_applied(result)
+            if stop:
+                return
 
     async def wait_idle(self) -> None:
         """Until everything delivered so far is applied (for tests and `demo --check`)."""

@@ -6,6 +6,10 @@ server's own readiness line and reads the ports it actually bound from its log. 
 runs with ``sync_interval: always`` (JetStream otherwise acknowledges writes before they reach
 the disk and syncs only every two minutes).
 
+Configuration changes that nats-server can apply live (users and permissions, leaf remotes) go
+through ``reload()``: the file is rewritten, the server gets SIGHUP, and the call returns once the
+server's log says it reloaded (or raises with the server's own error line).
+
 The class is synchronous and thread-safe; from asyncio use ``await asyncio.to_thread(server.start)``.
 """
 
@@ -33,6 +37,8 @@ DEFAULT_MAX_PAYLOAD: Final = 256 * 1024
 """Room for a 64 KiB record envelope plus headers, with margin."""
 
 _READY: Final = "Server is ready"
+_RELOADED: Final = "Reloaded server configuration"
+_RELOAD_FAILED: Final = "Failed to reload server configuration"
 _TAIL_LINES: Final = 40
 _PREFIX = re.compile(r"\A\[\d+\] \S+ \S+ ")
 _LISTEN = {
@@ -97,6 +103,20 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LeafRemote:
+    """A leaf-node connection this server makes to another server's leaf-node port."""
+
+    url: str
+    """``nats-leaf://HOST:PORT``."""
+    nkey_seed: str | None = None
+    """User nkey seed (``SU…``) to log in with when the remote requires authentication."""
+    deny_imports: tuple[str, ...] = ()
+    """Subjects whose messages this server does not take from the remote."""
+    deny_exports: tuple[str, ...] = ()
+    """Subjects whose messages this server does not send to the remote."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class ServerConfig:
     """What ``render_config`` turns into nats-server configuration text.
 
@@ -117,6 +137,12 @@ class ServerConfig:
     max_payload: int = DEFAULT_MAX_PAYLOAD
     cluster: ClusterConfig | None = None
     leafnode_port: int | None = None
+    leafnode_host: str | None = None
+    """Leaf-node listen address; ``None`` uses ``host``."""
+    leaf_remotes: tuple[LeafRemote, ...] = ()
+    jetstream_domain: str | None = None
+    """JetStream domain: needed when servers linked by leaf nodes each run JetStream (stream
+    sources across the link name the other side's API as ``$JS.<domain>.API``)."""
     extra: str = ""
     """Free configuration text appended as is (accounts, authorization, tls, ...)."""
 
@@ -160,6 +186,8 @@ def render_config(cfg: ServerConfig) -> str:
     lines.append("jetstream {")
     lines.append(f"  store_dir: {_quote(str(cfg.store_dir), 'store_dir')}")
     lines.append("  sync_interval: always")
+    if cfg.jetstream_domain is not None:
+        lines.append(f"  domain: {_quote(cfg.jetstream_domain, 'JetStream domain')}")
     if cfg.max_file_store is not None:
         lines.append(f"  max_file_store: {_size(cfg.max_file_store, 'max_file_store')}")
     if cfg.max_memory_store is not None:
@@ -175,9 +203,26 @@ def render_config(cfg: ServerConfig) -> str:
             routes = ", ".join(_quote(route, "cluster route") for route in cluster.routes)
             lines.append(f"  routes: [{routes}]")
         lines.append("}")
-    if cfg.leafnode_port is not None:
+    if cfg.leafnode_port is not None or cfg.leaf_remotes:
         lines.append("leafnodes {")
-        lines.append(f"  listen: {_listen(cfg.host, cfg.leafnode_port, 'leafnode port')}")
+        if cfg.leafnode_port is not None:
+            leaf_host = cfg.leafnode_host or cfg.host
+            lines.append(f"  listen: {_listen(leaf_host, cfg.leafnode_port, 'leafnode port')}")
+        if cfg.leaf_remotes:
+            lines.append("  remotes: [")
+            for remote in cfg.leaf_remotes:
+                entry = f"url: {_quote(remote.url, 'leaf remote url')}"
+                if remote.nkey_seed is not None:
+                    entry += f", nkey: {_quote(remote.nkey_seed, 'leaf remote nkey')}"
+                for key, subjects in (
+                    ("deny_imports", remote.deny_imports),
+                    ("deny_exports", remote.deny_exports),
+                ):
+                    if subjects:
+                        quoted = ", ".join(_quote(subj, key) for subj in subjects)
+                        entry += f", {key}: [{quoted}]"
+                lines.append(f"    {{{entry}}}")
+            lines.append("  ]")
         lines.append("}")
     if cfg.extra.strip():
         lines.append("")
@@ -214,6 +259,9 @@ class _Run:
     cond: threading.Condition = field(default_factory=threading.Condition)
     ready: bool = False
     eof: bool = False
+    reloads: int = 0
+    reload_failures: int = 0
+    reload_error: str = ""
     ports: dict[str, int] = field(default_factory=dict)
     tail: collections.deque[str] = field(
         default_factory=lambda: collections.deque(maxlen=_TAIL_LINES)
@@ -234,6 +282,13 @@ class _Run:
                             self.ports[key] = int(match["port"])
                     if _READY in line:
                         self.ready = True
+                        self.cond.notify_all()
+                    elif _RELOADED in line:
+                        self.reloads += 1
+                        self.cond.notify_all()
+                    elif _RELOAD_FAILED in line:
+                        self.reload_failures += 1
+                        self.reload_error = _PREFIX.sub("", line).strip()
                         self.cond.notify_all()
         with self.cond:
             self.eof = True
@@ -344,7 +399,7 @@ class NatsServer:
             binary = nats_server_binary()
             try:
                 cfg.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-                self.config_path.write_text(text, encoding="utf-8")
+                self._write_config(text)
                 log = self.log_path.open("a", encoding="utf-8")
             except OSError as err:
                 raise NatsServerError(
@@ -389,6 +444,75 @@ class NatsServer:
             else:
                 message = f"nats-server was not ready within {timeout:g} s: {relevant}"
             raise NatsServerError(message, log_tail=self._last_tail)
+
+    def _write_config(self, text: str) -> None:
+        """Write the configuration file, readable by its owner only (it may hold a seed)."""
+        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(self.config_path, 0o600)
+
+    def reload(self, *, extra: str | None = None, timeout: float = 10.0) -> None:
+        """Apply new free configuration text (``extra``: users, permissions...) without a restart.
+
+        Rewrites the configuration file, sends SIGHUP and waits until the server logs that it
+        reloaded. If the server refuses the new configuration it keeps running with the old one:
+        the old file is written back and NatsServerError carries the server's error line.
+        """
+        with self._lock:
+            proc = self._running_proc()
+            run = self._run
+            assert run is not None
+            old_config, old_pinned = self._config, self._pinned
+            if extra is not None:
+                self._config = dataclasses.replace(self._config, extra=extra)
+                if self._pinned is not None:
+                    self._pinned = dataclasses.replace(self._pinned, extra=extra)
+            try:
+                text = render_config(self.config)
+            except NatsServerError:
+                self._config, self._pinned = old_config, old_pinned
+                raise
+            old_text = render_config(old_pinned or old_config)
+            try:
+                self._write_config(text)
+            except OSError as err:
+                self._config, self._pinned = old_config, old_pinned
+                raise NatsServerError(
+                    f"cannot write {self.config_path}: {err.strerror or err}"
+                ) from err
+            with run.cond:
+                reloads, failures = run.reloads, run.reload_failures
+            self._signal(proc, signal.SIGHUP)
+            with run.cond:
+                run.cond.wait_for(
+                    lambda: run.reloads > reloads or run.reload_failures > failures or run.eof,
+                    timeout,
+                )
+                reloaded, failed, error = (
+                    run.reloads > reloads,
+                    run.reload_failures > failures,
+                    run.reload_error,
+                )
+            if reloaded:
+                return
+            self._config, self._pinned = old_config, old_pinned
+            with contextlib.suppress(OSError):
+                self._write_config(old_text)
+            if failed:
+                raise NatsServerError(
+                    f"nats-server refused the new configuration: {error}", log_tail=run.snapshot()
+                )
+            if run.eof:
+                raise NatsServerError(
+                    "nats-server exited while reloading its configuration: "
+                    + relevant_log_line(run.snapshot()),
+                    log_tail=run.snapshot(),
+                )
+            raise NatsServerError(
+                f"nats-server did not confirm the configuration reload within {timeout:g} s",
+                log_tail=run.snapshot(),
+            )
 
     def _pin(self, cfg: ServerConfig, ports: dict[str, int]) -> None:
         cluster = cfg.cluster

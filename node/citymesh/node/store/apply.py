@@ -7,6 +7,7 @@ with any duplicates, give the same tables. Every function here runs inside the c
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ MAX_HELD_PER_AUTHOR = 10_000
 """Records beyond a gap kept per author while waiting for it to fill."""
 
 _json = msgspec.json.Encoder(order="sorted")
+_identity_text = functools.lru_cache(maxsize=4096)(identity_text)
+"""identity_text is a pure-Python checksum (~100 us); ratings and replications ask it per record."""
 
 
 @dataclass
@@ -54,18 +57,25 @@ class _Author:
     recovery: bytes = b""
     commitment: bytes | None = None
     frozen_seq: int | None = None
+    held: bool = True
+    """False only while the author is known to have no held records (then a record that follows
+    the chain is applied directly, without the held round trip through the table)."""
 
 
 def _load_author(db: sqlite3.Connection, author: bytes) -> _Author:
     row = db.execute(
-        "SELECT applied_seq, last_id, key, recovery, commitment, frozen_seq FROM authors"
-        " WHERE author = ?",
+        "SELECT applied_seq, last_id, key, recovery, commitment, frozen_seq,"
+        " EXISTS (SELECT 1 FROM records WHERE author = ?1 AND state = 'held')"
+        " FROM authors WHERE author = ?1",
         (author,),
     ).fetchone()
     if row is None:
         db.execute("INSERT INTO authors (author) VALUES (?)", (author,))
-        return _Author(author)
-    return _Author(author, row[0], row[1], row[2], row[3] or b"", row[4], row[5])
+        held = db.execute(
+            "SELECT EXISTS (SELECT 1 FROM records WHERE author = ? AND state = 'held')", (author,)
+        ).fetchone()[0]
+        return _Author(author, held=bool(held))
+    return _Author(author, row[0], row[1], row[2], row[3] or b"", row[4], row[5], bool(row[6]))
 
 
 def _save_author(db: sqlite3.Connection, a: _Author) -> None:
@@ -99,7 +109,7 @@ def _store(db: sqlite3.Connection, rec: Record, state: str, now_ms: int) -> None
 
 
 def _rates_itself(author: bytes, ref: str) -> bool:
-    return ref.startswith(identity_text(author) + "/")
+    return ref.startswith(_identity_text(author) + "/")
 
 
 def _derive(db: sqlite3.Connection, rec: Record) -> None:
@@ -233,6 +243,7 @@ def _freeze(
         "UPDATE records SET state = 'evidence' WHERE author = ? AND seq >= ?", (a.author, seq)
     )
     db.execute("UPDATE records SET state = 'held' WHERE author = ? AND seq < ?", (a.author, seq))
+    a.held = True
     a.applied_seq, a.last_id, a.key, a.recovery, a.commitment = 0, None, None, b"", None
     _release(db, a, now_ms, result)
 
@@ -245,9 +256,19 @@ def _drop(db: sqlite3.Connection, record_id: bytes, result: ApplyResult) -> None
 
 
 def _apply_next(
-    db: sqlite3.Connection, a: _Author, rec: Record, now_ms: int, result: ApplyResult
+    db: sqlite3.Connection,
+    a: _Author,
+    rec: Record,
+    now_ms: int,
+    result: ApplyResult,
+    *,
+    stored_applied: bool = False,
 ) -> bool:
-    """Apply ``rec`` (seq == applied_seq + 1). Returns False if it was refused."""
+    """Apply ``rec`` (seq == applied_seq + 1). Returns False if it was refused.
+
+    ``stored_applied``: the row was inserted with state 'applied' already (a refusal deletes it
+    or marks it evidence, as it would a held row).
+    """
     h = rec.header
     if h.seq == 1:
         assert h.genesis is not None  # checked when the envelope was opened
@@ -272,7 +293,8 @@ def _apply_next(
     a.key = keys.current
     a.recovery = b"".join(keys.recovery)
     a.commitment = keys.commitment
-    db.execute("UPDATE records SET state = 'applied' WHERE id = ?", (rec.id,))
+    if not stored_applied:
+        db.execute("UPDATE records SET state = 'applied' WHERE id = ?", (rec.id,))
     _derive(db, rec)
     result.applied.append(rec)
     return True
@@ -302,6 +324,18 @@ def _release(db: sqlite3.Connection, a: _Author, now_ms: int, result: ApplyResul
             return
 
 
+def _known_ids(db: sqlite3.Connection, ids: list[bytes]) -> set[bytes]:
+    found: set[bytes] = set()
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        found.update(
+            bytes(row[0])
+            for row in db.execute(f"SELECT id FROM records WHERE id IN ({marks})", chunk)
+        )
+    return found
+
+
 def _held_count(db: sqlite3.Connection, author: bytes) -> int:
     row = db.execute(
         "SELECT count(*) FROM records WHERE author = ? AND state = 'held'", (author,)
@@ -313,11 +347,18 @@ def apply_records(db: sqlite3.Connection, records: list[Record], *, now_ms: int)
     """Store and apply verified records (any order, duplicates allowed). Caller commits."""
     result = ApplyResult(batch={rec.id: rec for rec in records})
     authors: dict[bytes, _Author] = {}
+    # Ids that may be in the table: the batch's stored ones (one query) plus those stored below;
+    # only those need the per-record check (a refused record is deleted again).
+    present = _known_ids(db, list(result.batch))
     for rec in records:
         h = rec.header
-        if db.execute("SELECT 1 FROM records WHERE id = ?", (rec.id,)).fetchone():
+        if (
+            rec.id in present
+            and db.execute("SELECT 1 FROM records WHERE id = ?", (rec.id,)).fetchone()
+        ):
             result.duplicates += 1
             continue
+        present.add(rec.id)
         a = authors.get(h.author)
         if a is None:
             a = authors[h.author] = _load_author(db, h.author)
@@ -336,6 +377,14 @@ def apply_records(db: sqlite3.Connection, records: list[Record], *, now_ms: int)
         if h.seq > a.applied_seq + 1 and _held_count(db, h.author) >= MAX_HELD_PER_AUTHOR:
             result.rejected["held_limit"] += 1
             continue
+        if h.seq == a.applied_seq + 1 and not a.held:
+            # Next in the chain and nothing held for this author: what _release would find is
+            # this record alone, so apply it directly (catch-up is almost always this case).
+            _store(db, rec, "applied", now_ms)
+            result.stored.append(rec)
+            _apply_next(db, a, rec, now_ms, result, stored_applied=True)
+            continue
+        a.held = True
         _store(db, rec, "held", now_ms)
         result.stored.append(rec)
         _release(db, a, now_ms, result)

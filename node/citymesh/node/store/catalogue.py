@@ -1,10 +1,19 @@
 """Catalogue indexes kept beside the practices table: full text, filter codes, rating and
 replication statistics. Called from apply.py inside the ingest transaction; every function
-recomputes from the current-state tables, so the result never depends on arrival order."""
+recomputes from the current-state tables, so the result never depends on arrival order.
+
+``practice_search`` (m003) holds one row per practice ref ever indexed: what a search result shows
+(title, summary, city, …, rating and replication figures), ``live`` (0 once retracted) and
+``changed``, the value of ``search_state.changes`` when the row last changed, so a reader can
+catch up with what changed since it last looked (search.py keeps its facet bitsets that way).
+Its ``docid`` is the row's id in ``practices_fts`` and in ``practices_head_fts`` (the same text
+without the description, so title and summary matches are ranked without reading descriptions);
+a ref keeps its docid across versions.
+``search_state`` (one row) also keeps the totals of all current ratings (the prior mean)."""
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import sqlite3
 
 import msgspec
@@ -15,8 +24,13 @@ from citymesh.protocol.records import PracticeBody
 _practice = msgspec.json.Decoder(PracticeBody)
 
 
+@functools.lru_cache(maxsize=4096)
+def _identity_text(author: bytes) -> str:
+    return identity_text(author)  # bech32m in Python: ~0.1 ms, and every ingest asks
+
+
 def practice_ref(author: bytes, addr: str) -> str:
-    return f"{identity_text(author)}/{addr}"
+    return f"{_identity_text(author)}/{addr}"
 
 
 def index_practice(
@@ -53,31 +67,112 @@ def index_practice(
         "INSERT OR IGNORE INTO practice_codes (facet, code, ref) VALUES (?, ?, ?)",
         [(facet, code, ref) for facet, code in codes],
     )
+    docid = None
+    if _has_search(db):
+        docid = _search_row(db, ref, author, addr, body, (city, country), languages)
+    texts = (
+        " ".join(body.title.values()),
+        " ".join(body.summary.values()),
+        " ".join([*body.keywords, *(a.name for a in body.actors)]),
+        " ".join(x for x in (city, country) if x),
+    )
     db.execute(
         "INSERT INTO practices_fts (rowid, ref, title, summary, body, keywords, place)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (
-            fts_rowid(ref),
-            ref,
-            " ".join(body.title.values()),
-            " ".join(body.summary.values()),
-            body.description,
-            " ".join([*body.keywords, *(a.name for a in body.actors)]),
-            " ".join(x for x in (city, country) if x),
-        ),
+        (docid, ref, texts[0], texts[1], body.description, texts[2], texts[3]),
     )
+    if docid is not None:
+        db.execute(
+            "INSERT INTO practices_head_fts (rowid, title, summary, keywords, place)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (docid, *texts),
+        )
     db.execute("INSERT OR IGNORE INTO practice_stats (ref) VALUES (?)", (ref,))
 
 
-def fts_rowid(ref: str) -> int:
-    """The full-text row of a practice: a 63-bit hash of its ref, so an entry is found by rowid
-    (``ref`` is an unindexed column: deleting by it would scan the whole index)."""
-    return int.from_bytes(hashlib.sha256(ref.encode()).digest()[:8], "big") >> 1
+def _has_search(db: sqlite3.Connection) -> bool:
+    """False while migrating a database from before m003 (m002 reindexes with these functions)."""
+    return (
+        db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'practice_search'"
+        ).fetchone()
+        is not None
+    )
+
+
+def _bump(db: sqlite3.Connection, *, text: bool) -> int:
+    """Next value of the change counter (and of the full-text one if ``text``)."""
+    db.execute(
+        "UPDATE search_state SET changes = changes + 1, text_changes = text_changes + ?",
+        (int(text),),
+    )
+    return int(db.execute("SELECT changes FROM search_state").fetchone()[0])
+
+
+def _search_row(
+    db: sqlite3.Connection,
+    ref: str,
+    author: bytes,
+    addr: str,
+    body: PracticeBody,
+    place: tuple[str | None, str | None],
+    languages: list[str],
+) -> int:
+    """Write the practice's ``practice_search`` row (live); return its docid."""
+    stats = db.execute(
+        "SELECT rating_count, rating_sum, replications FROM practice_stats WHERE ref = ?", (ref,)
+    ).fetchone() or (0, 0, 0)
+    created = db.execute(
+        "SELECT created FROM practices WHERE author = ? AND addr = ?", (author, addr)
+    ).fetchone()
+    values = (
+        author,
+        _bump(db, text=True),
+        body.title.get("en") or next(iter(body.title.values())),
+        body.summary.get("en") or next(iter(body.summary.values()), ""),
+        *place,
+        " ".join(body.sectors),
+        " ".join(body.target_groups),
+        " ".join(sorted({lang.split("-")[0] for lang in languages})),
+        body.status,
+        created[0] if created else 0,
+        *stats,
+        ref,
+    )
+    row = db.execute(
+        "UPDATE practice_search SET author = ?, live = 1, changed = ?, title = ?, summary = ?,"
+        " city = ?, country = ?, sectors = ?, target_groups = ?, languages = ?, status = ?,"
+        " created = ?, rating_count = ?, rating_sum = ?, replications = ? WHERE ref = ?"
+        " RETURNING docid",
+        values,
+    ).fetchone()
+    if row is not None:
+        return int(row[0])
+    cur = db.execute(
+        "INSERT INTO practice_search (author, live, changed, title, summary, city, country,"
+        " sectors, target_groups, languages, status, created, rating_count, rating_sum,"
+        " replications, ref) VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        values,
+    )
+    assert cur.lastrowid is not None
+    return cur.lastrowid
 
 
 def unindex_practice(db: sqlite3.Connection, ref: str) -> None:
     db.execute("DELETE FROM practice_codes WHERE ref = ?", (ref,))
-    db.execute("DELETE FROM practices_fts WHERE rowid = ?", (fts_rowid(ref),))
+    if not _has_search(db):
+        db.execute("DELETE FROM practices_fts WHERE ref = ?", (ref,))
+        return
+    row = db.execute("SELECT docid, live FROM practice_search WHERE ref = ?", (ref,)).fetchone()
+    if row is None:
+        return
+    db.execute("DELETE FROM practices_fts WHERE rowid = ?", (row[0],))
+    db.execute("DELETE FROM practices_head_fts WHERE rowid = ?", (row[0],))
+    if row[1]:
+        db.execute(
+            "UPDATE practice_search SET live = 0, changed = ? WHERE docid = ?",
+            (_bump(db, text=True), row[0]),
+        )
 
 
 def reindex_author(db: sqlite3.Connection, author: bytes) -> None:
@@ -95,10 +190,24 @@ def refresh_stats(db: sqlite3.Connection, ref: str) -> None:
         "SELECT count(*), coalesce(sum(worked = 'yes'), 0) FROM replications WHERE ref = ?",
         (ref,),
     ).fetchone()
+    old = db.execute(
+        "SELECT rating_count, rating_sum, replications FROM practice_stats WHERE ref = ?", (ref,)
+    ).fetchone() or (0, 0, 0)
     db.execute(
         "INSERT INTO practice_stats (ref, rating_count, rating_sum, replications, worked)"
         " VALUES (?, ?, ?, ?, ?) ON CONFLICT (ref) DO UPDATE SET"
         " rating_count = excluded.rating_count, rating_sum = excluded.rating_sum,"
         " replications = excluded.replications, worked = excluded.worked",
         (ref, rating_count, rating_sum, replications, worked),
+    )
+    if tuple(old) == (rating_count, rating_sum, replications) or not _has_search(db):
+        return
+    db.execute(
+        "UPDATE search_state SET rating_count = rating_count + ?, rating_sum = rating_sum + ?",
+        (rating_count - old[0], rating_sum - old[1]),
+    )
+    db.execute(
+        "UPDATE practice_search SET rating_count = ?, rating_sum = ?, replications = ?,"
+        " changed = ? WHERE ref = ?",
+        (rating_count, rating_sum, replications, _bump(db, text=False), ref),
     )

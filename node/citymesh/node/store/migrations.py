@@ -182,7 +182,57 @@ def m002_catalogue(db: sqlite3.Connection) -> None:
         refresh_stats(db, str(ref))
 
 
-MIGRATIONS: list[Migration] = [m001_records, m002_catalogue]
+def m003_search_rows(db: sqlite3.Connection) -> None:
+    """Search without per-result lookups: one row per practice ref with what a result shows, a
+    change counter readers catch up with, the full-text rowid = that row's docid, a second
+    full-text index without descriptions (ranking title and summary matches cheaply), and the
+    totals of all current ratings (the prior of the shrunk mean) kept up to date."""
+    _script(
+        db,
+        """
+        CREATE TABLE practice_search (
+            docid INTEGER PRIMARY KEY,
+            ref TEXT NOT NULL UNIQUE,
+            author BLOB NOT NULL,
+            live INTEGER NOT NULL,
+            changed INTEGER NOT NULL,
+            title TEXT NOT NULL,
+            summary TEXT NOT NULL,
+            city TEXT,
+            country TEXT,
+            sectors TEXT NOT NULL,
+            target_groups TEXT NOT NULL,
+            languages TEXT NOT NULL,
+            status TEXT NOT NULL,
+            created INTEGER NOT NULL,
+            rating_count INTEGER NOT NULL,
+            rating_sum INTEGER NOT NULL,
+            replications INTEGER NOT NULL
+        );
+        CREATE INDEX practice_search_changed ON practice_search (changed);
+        CREATE VIRTUAL TABLE practices_head_fts USING fts5 (
+            title, summary, keywords, place, tokenize = 'unicode61 remove_diacritics 2'
+        );
+        CREATE TABLE search_state (
+            id INTEGER PRIMARY KEY CHECK (id = 0),
+            token BLOB NOT NULL,
+            changes INTEGER NOT NULL,
+            text_changes INTEGER NOT NULL,
+            rating_count INTEGER NOT NULL,
+            rating_sum INTEGER NOT NULL
+        );
+        INSERT INTO search_state (id, token, changes, text_changes, rating_count, rating_sum)
+        SELECT 0, randomblob(16), 0, 0, coalesce(sum(rating_count), 0),
+            coalesce(sum(rating_sum), 0) FROM practice_stats
+        """,
+    )
+    # Full-text rows are keyed by docid from now on: rebuild them.
+    db.execute("DELETE FROM practices_fts")
+    for author, addr in db.execute("SELECT author, addr FROM practices").fetchall():
+        index_practice(db, bytes(author), str(addr))
+
+
+MIGRATIONS: list[Migration] = [m001_records, m002_catalogue, m003_search_rows]
 
 
 def migrate(db: sqlite3.Connection) -> list[str]:
