@@ -1,0 +1,58 @@
+"""What every screen shares: typed access to the app, and reloading when the node's data
+changed (live records, or the node coming back) while the screen was on top or below."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, TypeVar, cast
+
+from textual.screen import ModalScreen, Screen
+
+from ..messages import NodeStateChanged, RecordsChanged
+
+if TYPE_CHECKING:
+    from ..app import CitymeshApp
+
+ResultT = TypeVar("ResultT")
+
+
+class BaseScreen(Screen[ResultT]):
+    """A full screen that shows node data; `reload` fetches it again (in a worker)."""
+
+    loaded_version = -1
+
+    @property
+    def cm(self) -> CitymeshApp:
+        return cast("CitymeshApp", self.app)
+
+    def reload(self) -> None:
+        """Fetch what the screen shows; subclasses start their worker here."""
+
+    def mark_loaded(self) -> None:
+        self.loaded_version = self.cm.data_version
+
+    def on_screen_resume(self) -> None:
+        if self.loaded_version != self.cm.data_version:
+            self.reload()
+
+    def on_node_state_changed(self, message: NodeStateChanged) -> None:
+        if message.online:
+            self.reload()
+
+    def on_records_changed(self, message: RecordsChanged) -> None:
+        if self.concerns(message):
+            self.reload()
+        else:
+            self.mark_loaded()
+
+    def concerns(self, message: RecordsChanged) -> bool:
+        """Whether these new records change what this screen shows."""
+        return True
+
+
+class BaseDialog(ModalScreen[ResultT]):
+    """A dialog over a screen; records arriving meanwhile are for the screen below, which
+    reloads when it is back on top."""
+
+    @property
+    def cm(self) -> CitymeshApp:
+        return cast("CitymeshApp", self.app)

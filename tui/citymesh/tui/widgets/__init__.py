@@ -1,0 +1,1 @@
+"""Widgets of the citymesh TUI, one concern per module."""
