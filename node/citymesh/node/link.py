@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -26,12 +28,12 @@ from nats.js import JetStreamContext, api
 from citymesh.protocol.envelope import open_envelope
 from citymesh.protocol.errors import ProtocolError
 from citymesh.protocol.identity import identity_text
-from citymesh.protocol.records import KINDS
+from citymesh.protocol.records import KINDS, Record
 from citymesh.protocol.subjects import network_filter, stream_name, subject
 
 from .nkey import encode_seed
 from .relay_auth import inbox_prefix
-from .store import Store
+from .store import Store, StoreError
 from .store.apply import ApplyResult
 from .streams import ensure_stream
 from .verify import Verified, Verifier
@@ -144,7 +146,14 @@ class RelayLink:
                 await self._subscribe()
                 self._resubscribe.clear()
                 await self._resubscribe.wait()
-            except (TimeoutError, nats.errors.Error, nats.js.errors.Error, OSError) as err:
+            except (
+                TimeoutError,
+                nats.errors.Error,
+                nats.js.errors.Error,
+                OSError,
+                sqlite3.Error,
+                StoreError,
+            ) as err:
                 self._error(f"subscription on {self.url}: {err or type(err).__name__}")
                 await asyncio.sleep(1.0)
 
@@ -335,20 +344,39 @@ class RelayLink:
                 last_seq = more[1]
             others = [n for n in self.ctx.relay_names() if n != self.name]
             cursor = (self.name, self.stream, self.state.stream_created, last_seq)
-            result = await self.ctx.writer.run(
-                self._store().ingest,
-                records,
-                rejected,
-                now_ms=now_ms(),
-                cursor=cursor,
-                bridge_to=others,
-            )
+            result = await self._ingest(records, rejected, cursor, others)
             self.state.cursor = last_seq
             self.state.received += len(records)
             if result.applied or result.stored:
                 await self.ctx.on_applied(result)
             if stop:
                 return
+
+    async def _ingest(
+        self,
+        records: list[Record],
+        rejected: Counter[str],
+        cursor: tuple[str, str, str, int],
+        others: list[str],
+    ) -> ApplyResult:
+        """Commit a batch, retrying while the database refuses (disk full, locked, I/O error):
+        nothing is skipped, later batches wait behind this one, and the node keeps serving."""
+        delay = 0.5
+        while True:
+            try:
+                return await self.ctx.writer.run(
+                    self._store().ingest,
+                    records,
+                    rejected,
+                    now_ms=now_ms(),
+                    cursor=cursor,
+                    bridge_to=others,
+                )
+            except (sqlite3.Error, StoreError, OSError) as err:
+                log.exception("relay %s: cannot commit a batch; retrying", self.name)
+                self._error(f"cannot store records: {err}")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     async def wait_idle(self) -> None:
         """Until everything delivered so far is applied (for tests and `demo --check`)."""
