@@ -411,8 +411,10 @@ class RelayLink:
                     self.state.published += len(sent)
 
     async def _wait_outbox(self, timeout: float) -> None:
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._outbox_wakeup.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._outbox_wakeup.wait()
         self._outbox_wakeup.clear()
 
     async def _publish(self, record_id: bytes, envelope: bytes, subj: str) -> None:
