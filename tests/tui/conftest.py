@@ -157,10 +157,11 @@ async def make_city(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[Ma
         return city
 
     yield make
-    for city in reversed(cities):
+    for city in cities:
         for client in city.clients:
             await client.close()
-        await city.stop()
+    # Independent nodes: stop them together (each stop waits for its relay links).
+    await asyncio.gather(*(city.stop() for city in cities))
 
 
 async def wait_for(

@@ -93,7 +93,7 @@ async def test_stays_responsive_while_the_node_ingests_a_large_batch(make_city: 
     here = await make_city("Mechelen", "BEL")
     there = await make_city("Lisbon", "PRT")
     app = tui(here)
-    count = 150
+    count = 120
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_text(pilot, "0 practices")
 
