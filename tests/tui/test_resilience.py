@@ -97,8 +97,12 @@ async def test_stays_responsive_while_the_node_ingests_a_large_batch(make_city: 
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_text(pilot, "0 practices")
 
+        typing = asyncio.Event()
+
         async def flood() -> None:
             for n in range(count):
+                if n == 20:
+                    await typing.wait()  # the rest arrives while the coordinator types
                 await there.publish(f"practice-{n}", title=f"Batch practice {n}")
 
         started = time.monotonic()
@@ -106,6 +110,7 @@ async def test_stays_responsive_while_the_node_ingests_a_large_batch(make_city: 
         await wait_for(lambda: app.events_seen > 10)
         # While records pour in, every key is handled in turn (Pilot waits for the app to be
         # idle after each), and the search answers once the typing pauses.
+        typing.set()
         await pilot.press("slash")
         search = app.screen.query_one("#search", Input)
         typed_during_flood = 0
