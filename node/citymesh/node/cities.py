@@ -10,6 +10,7 @@ from citymesh.protocol import api
 from citymesh.protocol.identity import fingerprint, identity_text, public_key_text
 from citymesh.protocol.records import CityBody
 
+from . import trust_view
 from .search import search_practices
 
 _city_decoder = msgspec.json.Decoder(CityBody)
@@ -23,10 +24,12 @@ def list_cities(db: sqlite3.Connection, *, own: bytes) -> api.CityList:
         " LEFT JOIN current c ON c.author = a.author AND c.kind = 'city' AND c.addr = ''"
         " ORDER BY ci.name IS NULL, ci.name, a.author"
     ).fetchall()
+    flags = trust_view.marks(db, (bytes(r[0]) for r in rows))
     items = []
     for raw_author, name, country, body, created, practices in rows:
         author = bytes(raw_author)
         profile = _city_decoder.decode(body) if body else None
+        flag = flags[author]
         items.append(
             api.CityItem(
                 identity=identity_text(author),
@@ -38,6 +41,9 @@ def list_cities(db: sqlite3.Connection, *, own: bytes) -> api.CityList:
                 practices=int(practices),
                 updated=api.utc_from_ms(int(created)) if created is not None else None,
                 own=author == own,
+                memberships=trust_view.memberships(db, author),
+                unverified=flag.unverified,
+                revoked=flag.revoked,
             )
         )
     return api.CityList(items=items)
@@ -52,6 +58,7 @@ def city_detail(
     if row is None:
         return None
     seq, key, frozen = row
+    flag = trust_view.mark(db, author)
     current = db.execute(
         "SELECT body, created FROM current WHERE author = ? AND kind = 'city' AND addr = ''",
         (author,),
@@ -80,4 +87,7 @@ def city_detail(
         updated=api.utc_from_ms(int(current[1])) if current else None,
         own=author == own,
         equivocated=frozen is not None,
+        memberships=trust_view.memberships(db, author),
+        unverified=flag.unverified,
+        revoked=flag.revoked,
     )

@@ -26,7 +26,7 @@ import tomli_w
 
 from citymesh.protocol.codes import PopulationBand
 from citymesh.protocol.errors import ProtocolError
-from citymesh.protocol.identity import Genesis, SecretKey, identity_of
+from citymesh.protocol.identity import Genesis, SecretKey, identity_of, parse_identity
 from citymesh.protocol.records import Country, Lang, Mailbox, Name, NetworkName
 
 DEFAULT_NETWORK = "citymesh"
@@ -48,6 +48,13 @@ class CityConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     description: Annotated[str, msgspec.Meta(max_length=8000)] = ""
 
 
+class Follow(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A network this node follows, and the steward identities it trusts for it (anchors)."""
+
+    network: NetworkName
+    stewards: Annotated[list[str], msgspec.Meta(min_length=1, max_length=16)]
+
+
 class NodeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     city: CityConfig
     network: NetworkName = DEFAULT_NETWORK
@@ -55,6 +62,24 @@ class NodeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     """NATS URLs; empty means: start the embedded relay under the home."""
     listen: str = DEFAULT_LISTEN
     max_body_bytes: int = 256 * 1024
+    follow: list[Follow] = []
+    """Networks whose membership decides whose records count; empty: an open network."""
+
+    def trust_anchors(self) -> dict[str, list[bytes]]:
+        """network -> steward identities; raises ConfigError naming a malformed identity."""
+        out: dict[str, list[bytes]] = {}
+        for i, follow in enumerate(self.follow):
+            for text in follow.stewards:
+                try:
+                    steward = parse_identity(text)
+                except ProtocolError as err:
+                    raise ConfigError(
+                        f"follow[{i}].stewards: {text[:80]!r} is not a city identity: {err}"
+                    ) from err
+                out.setdefault(follow.network, [])
+                if steward not in out[follow.network]:
+                    out[follow.network].append(steward)
+        return out
 
 
 class IdentityFile(msgspec.Struct, frozen=True, kw_only=True):
@@ -104,9 +129,14 @@ class Home:
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{self.config_path} is not valid TOML: {err}") from err
         try:
-            return msgspec.convert(data, NodeConfig)
+            config = msgspec.convert(data, NodeConfig)
         except msgspec.ValidationError as err:
             raise ConfigError(f"{self.config_path}: {err}") from err
+        try:
+            config.trust_anchors()
+        except ConfigError as err:
+            raise ConfigError(f"{self.config_path}: {err}") from err
+        return config
 
     def save_config(self, config: NodeConfig) -> None:
         data = _drop_none(msgspec.to_builtins(config))

@@ -27,6 +27,7 @@ from .link import LinkContext, RelayLink
 from .natsserver import NatsServer, ServerConfig
 from .setup import city_body
 from .store.apply import ApplyResult
+from .store.db import StoreError
 from .verify import Verifier
 from .writer import Writer
 
@@ -34,6 +35,8 @@ log = logging.getLogger("citymesh.node")
 
 EMBEDDED = "embedded"
 HEAD_INTERVAL_MS = 24 * 3600 * 1000
+TRUST_INTERVAL_S = 60.0
+"""Seconds between re-checks of time-bounded memberships (valid_from / valid_until)."""
 
 
 class NotReadyError(Exception):
@@ -66,11 +69,13 @@ class Node:
         self._sign_lock = asyncio.Lock()
         self._subscribers: set[asyncio.Queue[Record]] = set()
         self._head_task: asyncio.Task[None] | None = None
+        self._trust_task: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
         await self.writer.open()
         await self._finish_rotation()
+        await self._configure_trust()
         specs = [RelaySpec(url, url) for url in self.relay_urls]
         if not specs:
             self.home.relay_dir.mkdir(parents=True, exist_ok=True)
@@ -93,6 +98,7 @@ class Node:
         for link in self.links.values():
             await link.start()
         self._head_task = asyncio.create_task(self._profile_and_heads(), name="heads")
+        self._trust_task = asyncio.create_task(self._refresh_trust(), name="trust")
 
     async def _finish_rotation(self) -> None:
         """A rotation interrupted between storing it and moving the key file: finish or undo."""
@@ -109,16 +115,49 @@ class Node:
             staged.unlink()
 
     async def stop(self) -> None:
-        if self._head_task is not None:
-            self._head_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._head_task
+        for task in (self._head_task, self._trust_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for link in self.links.values():
             await link.stop()
         self.verifier.close()
         await self.writer.close()
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)
+
+    # -- trust policy ----------------------------------------------------------------------------
+    async def _configure_trust(self) -> None:
+        """Anchors from the configuration, plus this city for its own network once it signed a
+        charter for it (a steward trusts itself)."""
+        store = self.writer.store
+        assert store is not None
+        follows = self.config.trust_anchors()
+        if await self.writer.run(store.current_body, self.identity, "network", self.network):
+            stewards = follows.setdefault(self.network, [])
+            if self.identity not in stewards:
+                stewards.append(self.identity)
+        await self.writer.run(
+            store.configure_trust, own=self.identity, follows=follows, now_ms=now_ms()
+        )
+
+    async def trust_own_charter(self) -> None:
+        """Called after this city signed its network's charter: it is an anchor from now on."""
+        store = self.writer.store
+        assert store is not None
+        await self.writer.run(store.add_trust_anchor, self.network, self.identity, now_ms=now_ms())
+
+    async def _refresh_trust(self) -> None:
+        """Time-bounded memberships start and end without a record: re-check them."""
+        store = self.writer.store
+        assert store is not None
+        while True:
+            await asyncio.sleep(TRUST_INTERVAL_S)
+            try:
+                await self.writer.run(store.refresh_trust, now_ms=now_ms())
+            except StoreError as err:
+                log.error("cannot refresh membership standings: %s", err)
 
     # -- readiness and signing -------------------------------------------------------------------
     async def own_head(self) -> tuple[int, bytes | None]:

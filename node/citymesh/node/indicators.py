@@ -23,6 +23,7 @@ from citymesh.protocol.records import (
     IndicatorsBody,
 )
 
+from . import trust_view
 from .errors import ApiError
 from .keys import NODE, READER
 from .routes import json_response, read_json
@@ -214,6 +215,7 @@ def list_tables(db: sqlite3.Connection, query: api.IndicatorQuery) -> api.Indica
         + " ORDER BY c.addr, ci.name LIMIT ?",
         [*args, query.limit],
     ).fetchall()
+    flags = trust_view.marks(db, (bytes(r[0]) for r in rows))
     items = [
         api.IndicatorTable(
             ref=f"{identity_text(bytes(a))}/{addr}",
@@ -224,6 +226,8 @@ def list_tables(db: sqlite3.Connection, query: api.IndicatorQuery) -> api.Indica
             id=bytes(rid).hex(),
             updated=api.utc_from_ms(int(created)),
             table=_table.decode(body),
+            unverified=flags[bytes(a)].unverified,
+            revoked=flags[bytes(a)].revoked,
         )
         for a, addr, seq, rid, created, body, name, country in rows
     ]

@@ -20,6 +20,8 @@ from citymesh.protocol.errors import ProtocolError
 from citymesh.protocol.identity import identity_text
 from citymesh.protocol.records import PracticeBody, RatingBody, ReplicationBody
 
+from . import trust_view
+
 _practice_decoder = msgspec.json.Decoder(PracticeBody)
 _rating_decoder = msgspec.json.Decoder(RatingBody)
 _replication_decoder = msgspec.json.Decoder(ReplicationBody)
@@ -46,7 +48,9 @@ def practice_detail(
             identity_from_text(r.author), r.status, r.outcome.worked if r.outcome else None
         )
         for r in replications
+        if not r.unverified  # only members' replications are evidence
     ]
+    flag = trust_view.mark(db, author)
     own_text = identity_text(own)
     adapted_into = [
         str(r[0])
@@ -62,7 +66,7 @@ def practice_detail(
         city=city,
         country=country,
         practice=practice,
-        rating=_rating_summary(db, [r.score for r in ratings]),
+        rating=_rating_summary(db, [r.score for r in ratings if not r.unverified]),
         ratings=ratings,
         replications=replications,
         history=_history(db, author, addr),
@@ -73,6 +77,8 @@ def practice_detail(
         own=author == own,
         own_rating=next((r for r in ratings if r.author == own_text), None),
         own_replication=next((r for r in replications if r.author == own_text), None),
+        unverified=flag.unverified,
+        revoked=flag.revoked,
     )
 
 
@@ -91,8 +97,8 @@ def _rating_summary(db: sqlite3.Connection, scores: list[int]) -> api.RatingSumm
 
 def _ratings(db: sqlite3.Connection, ref: str) -> list[api.RatingItem]:
     out = []
-    for rater, created, body, city in db.execute(
-        "SELECT r.rater, r.created, c.body, ci.name FROM ratings r"
+    for rater, created, body, city, counted in db.execute(
+        "SELECT r.rater, r.created, c.body, ci.name, r.counts FROM ratings r"
         " JOIN current c ON c.author = r.rater AND c.kind = 'rating' AND c.addr = r.ref"
         " LEFT JOIN cities ci ON ci.author = r.rater WHERE r.ref = ? ORDER BY r.created",
         (ref,),
@@ -108,6 +114,8 @@ def _ratings(db: sqlite3.Connection, ref: str) -> list[api.RatingItem]:
                 role=rating.role,
                 conflict_of_interest=rating.conflict_of_interest,
                 updated=api.utc_from_ms(int(created)),
+                unverified=not counted,
+                revoked=trust_view.mark(db, bytes(rater)).revoked,
             )
         )
     return out
@@ -115,8 +123,8 @@ def _ratings(db: sqlite3.Connection, ref: str) -> list[api.RatingItem]:
 
 def _replications(db: sqlite3.Connection, ref: str) -> list[api.ReplicationItem]:
     out = []
-    for author, created, body, city in db.execute(
-        "SELECT r.author, r.created, c.body, ci.name FROM replications r"
+    for author, created, body, city, counted in db.execute(
+        "SELECT r.author, r.created, c.body, ci.name, r.counts FROM replications r"
         " JOIN current c ON c.author = r.author AND c.kind = 'replication' AND c.addr = r.ref"
         " LEFT JOIN cities ci ON ci.author = r.author WHERE r.ref = ? ORDER BY r.created",
         (ref,),
@@ -133,6 +141,8 @@ def _replications(db: sqlite3.Connection, ref: str) -> list[api.ReplicationItem]
                 mentor=identity_text(rep.mentor) if rep.mentor else None,
                 outcome=rep.outcome,
                 updated=api.utc_from_ms(int(created)),
+                unverified=not counted,
+                revoked=trust_view.mark(db, bytes(author)).revoked,
             )
         )
     return out

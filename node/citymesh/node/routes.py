@@ -13,7 +13,7 @@ from citymesh.protocol import PROTOCOL_VERSION, api
 from citymesh.protocol.identity import fingerprint, identity_text, public_key_text
 from citymesh.protocol.records import Record
 
-from . import queries
+from . import queries, trust_view
 from .daemon import EMBEDDED, Node
 from .keys import CURSOR_KEY, NODE, READER
 from .search import search_practices
@@ -46,6 +46,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.Response:
     node = request.app[NODE]
     kinds, rejected = await request.app[READER].run(queries.counts)
+    unverified = await request.app[READER].run(trust_view.unverified_records)
     seq, _ = await node.own_head()
     relays = []
     for name, link in node.links.items():
@@ -75,6 +76,7 @@ async def status(request: web.Request) -> web.Response:
             relays=relays,
             records=kinds,  # type: ignore[arg-type]
             rejected=rejected,
+            unverified=unverified,
             ready_to_publish=ready,
             not_ready_reason=None if ready else "waiting for relays to confirm this city's chain",
             version=VERSION,

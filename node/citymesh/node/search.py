@@ -30,6 +30,8 @@ from citymesh.protocol import api
 from citymesh.protocol.errors import InvalidRecordError
 from citymesh.protocol.identity import parse_identity
 
+from . import trust_view
+
 FACETS = ("sector", "target_group", "country", "status", "language")
 # bm25 weights per column: ref (unindexed), title, summary, body, keywords, place
 BM25 = "bm25(practices_fts, 0.0, 10.0, 4.0, 1.0, 3.0, 2.0)"
@@ -640,15 +642,17 @@ def _items(db: sqlite3.Connection, docids: list[int], prior: float) -> list[api.
         int(r[0]): r
         for r in db.execute(
             "SELECT docid, ref, title, summary, city, country, sectors, target_groups, status,"
-            f" created, rating_count, rating_sum, replications FROM practice_search"
+            f" created, rating_count, rating_sum, replications, author FROM practice_search"
             f" WHERE docid IN ({marks})",
             docids,
         )
     }
+    flags = trust_view.marks(db, (bytes(r[-1]) for r in rows.values()))
     items = []
     for docid in docids:
         (_, ref, title, summary, city, country, sectors, groups, status, created, count, total,
-         replications) = rows[docid]  # fmt: skip
+         replications, author) = rows[docid]  # fmt: skip
+        flag = flags[bytes(author)]
         mean = round(total / count, 2) if count >= DEFAULT_MIN_COUNT else None
         bayes = (
             round((DEFAULT_PRIOR_WEIGHT * prior + total) / (DEFAULT_PRIOR_WEIGHT + count), 3)
@@ -670,6 +674,8 @@ def _items(db: sqlite3.Connection, docids: list[int], prior: float) -> list[api.
                 ),
                 replications=int(replications),
                 updated=api.utc_from_ms(int(created)),
+                unverified=flag.unverified,
+                revoked=flag.revoked,
             )
         )
     return items

@@ -40,6 +40,7 @@ async def charter(request: web.Request) -> web.Response:
         ),
         addr=node.network,
     )
+    await node.trust_own_charter()
     return json_response(
         api.Published(
             ref=f"{identity_text(node.identity)}/{node.network}",

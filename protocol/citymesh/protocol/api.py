@@ -301,6 +301,9 @@ class PracticeItem(ApiStruct, frozen=True, kw_only=True):
     unverified: Annotated[
         bool, Meta(description="The author is not a member of any network this node follows.")
     ] = False
+    revoked: Annotated[
+        bool, Meta(description="The author's membership was revoked after this record.")
+    ] = False
 
 
 class PracticeQuery(RequestStruct, frozen=True, kw_only=True):
@@ -359,6 +362,9 @@ class RatingItem(ApiStruct, frozen=True, kw_only=True):
     conflict_of_interest: bool = False
     updated: UtcTime
     unverified: bool = False
+    revoked: Annotated[
+        bool, Meta(description="The author's membership was revoked after this record.")
+    ] = False
 
 
 class ReplicationItem(ApiStruct, frozen=True, kw_only=True):
@@ -374,6 +380,9 @@ class ReplicationItem(ApiStruct, frozen=True, kw_only=True):
     outcome: Outcome | None = None
     updated: UtcTime
     unverified: bool = False
+    revoked: Annotated[
+        bool, Meta(description="The author's membership was revoked after this record.")
+    ] = False
 
 
 class HistoryItem(ApiStruct, frozen=True, kw_only=True):
@@ -422,6 +431,9 @@ class PracticeDetail(ApiStruct, frozen=True, kw_only=True):
         ReplicationItem | None, Meta(description="This city's current replication of it.")
     ] = None
     unverified: bool = False
+    revoked: Annotated[
+        bool, Meta(description="The author's membership was revoked after this record.")
+    ] = False
 
 
 # -- ratings and replications -------------------------------------------------------------------
@@ -467,6 +479,9 @@ class CityItem(ApiStruct, frozen=True, kw_only=True):
     updated: UtcTime | None = None
     own: bool = False
     unverified: bool = False
+    revoked: Annotated[
+        bool, Meta(description="The author's membership was revoked after this record.")
+    ] = False
 
 
 class CityList(ApiStruct, frozen=True, kw_only=True):
@@ -492,6 +507,9 @@ class CityDetail(ApiStruct, frozen=True, kw_only=True):
     updated: UtcTime | None = None
     own: bool = False
     unverified: bool = False
+    revoked: Annotated[
+        bool, Meta(description="The author's membership was revoked after this record.")
+    ] = False
     equivocated: Annotated[
         bool, Meta(description="Two records with one seq seen: nothing past the fork counts.")
     ] = False
@@ -630,6 +648,9 @@ class IndicatorTable(ApiStruct, frozen=True, kw_only=True):
     updated: UtcTime
     table: IndicatorsBody
     unverified: bool = False
+    revoked: Annotated[
+        bool, Meta(description="The author's membership was revoked after this record.")
+    ] = False
 
 
 class IndicatorList(ApiStruct, frozen=True, kw_only=True):
@@ -704,6 +725,9 @@ class Event(ApiStruct, frozen=True, kw_only=True):
         Meta(description="The practice concerned (practice, rating, replication records)."),
     ] = None
     unverified: bool = False
+    revoked: Annotated[
+        bool, Meta(description="The author's membership was revoked after this record.")
+    ] = False
 
 
 REQUEST_TYPES: Final[tuple[type[Struct], ...]] = (

@@ -27,6 +27,7 @@ from citymesh.protocol.records import (
 )
 
 from .catalogue import index_practice, practice_ref, refresh_stats, reindex_author, unindex_practice
+from .standing import counts
 
 MAX_HELD_PER_AUTHOR = 10_000
 """Records beyond a gap kept per author while waiting for it to fill."""
@@ -57,14 +58,24 @@ class _Author:
     recovery: bytes = b""
     commitment: bytes | None = None
     frozen_seq: int | None = None
+    revoked_seq: int | None = None
+    """Set by a network revocation: records after this seq are refused."""
     held: bool = True
     """False only while the author is known to have no held records (then a record that follows
     the chain is applied directly, without the held round trip through the table)."""
 
+    def refuses(self, seq: int) -> str | None:
+        """Why a record at ``seq`` is not applied (frozen by equivocation, revoked), if so."""
+        if self.frozen_seq is not None and seq >= self.frozen_seq:
+            return "frozen"
+        if self.revoked_seq is not None and seq > self.revoked_seq:
+            return "revoked"
+        return None
+
 
 def _load_author(db: sqlite3.Connection, author: bytes) -> _Author:
     row = db.execute(
-        "SELECT applied_seq, last_id, key, recovery, commitment, frozen_seq,"
+        "SELECT applied_seq, last_id, key, recovery, commitment, frozen_seq, revoked_seq,"
         " EXISTS (SELECT 1 FROM records WHERE author = ?1 AND state = 'held')"
         " FROM authors WHERE author = ?1",
         (author,),
@@ -75,14 +86,25 @@ def _load_author(db: sqlite3.Connection, author: bytes) -> _Author:
             "SELECT EXISTS (SELECT 1 FROM records WHERE author = ? AND state = 'held')", (author,)
         ).fetchone()[0]
         return _Author(author, held=bool(held))
-    return _Author(author, row[0], row[1], row[2], row[3] or b"", row[4], row[5], bool(row[6]))
+    return _Author(
+        author, row[0], row[1], row[2], row[3] or b"", row[4], row[5], row[6], bool(row[7])
+    )
 
 
 def _save_author(db: sqlite3.Connection, a: _Author) -> None:
     db.execute(
         "UPDATE authors SET applied_seq = ?, last_id = ?, key = ?, recovery = ?, commitment = ?,"
-        " frozen_seq = ? WHERE author = ?",
-        (a.applied_seq, a.last_id, a.key, a.recovery, a.commitment, a.frozen_seq, a.author),
+        " frozen_seq = ?, revoked_seq = ? WHERE author = ?",
+        (
+            a.applied_seq,
+            a.last_id,
+            a.key,
+            a.recovery,
+            a.commitment,
+            a.frozen_seq,
+            a.revoked_seq,
+            a.author,
+        ),
     )
 
 
@@ -151,8 +173,9 @@ def _derive(db: sqlite3.Connection, rec: Record) -> None:
         if _rates_itself(h.author, h.addr):
             return  # a city's rating of its own practice never counts
         db.execute(
-            "INSERT OR REPLACE INTO ratings (rater, ref, id, score, created) VALUES (?, ?, ?, ?, ?)",
-            (h.author, h.addr, rec.id, body.score, h.created),
+            "INSERT OR REPLACE INTO ratings (rater, ref, id, score, created, counts)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (h.author, h.addr, rec.id, body.score, h.created, counts(db, h.author, h.seq)),
         )
         refresh_stats(db, h.addr)
     elif isinstance(body, ReplicationBody):
@@ -160,7 +183,7 @@ def _derive(db: sqlite3.Connection, rec: Record) -> None:
             return  # replicating one's own practice is not evidence
         db.execute(
             "INSERT OR REPLACE INTO replications (author, ref, id, relation, status, worked,"
-            " created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            " created, counts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 h.author,
                 h.addr,
@@ -169,6 +192,7 @@ def _derive(db: sqlite3.Connection, rec: Record) -> None:
                 body.status,
                 body.outcome.worked if body.outcome else None,
                 h.created,
+                counts(db, h.author, h.seq),
             ),
         )
         refresh_stats(db, h.addr)
@@ -225,6 +249,19 @@ def _freeze(
     if a.frozen_seq is not None and a.frozen_seq <= seq:
         return
     a.frozen_seq = seq
+    _rebuild_below(db, a, seq, "evidence", now_ms, result)
+
+
+def _rebuild_below(
+    db: sqlite3.Connection,
+    a: _Author,
+    seq: int,
+    state: str,
+    now_ms: int,
+    result: ApplyResult,
+) -> None:
+    """Drop the author's derived state, mark its records from ``seq`` on with ``state`` and apply
+    the ones below again, in order (what is left is what a node that never saw the rest holds)."""
     for (ref,) in db.execute("SELECT ref FROM practices WHERE author = ?", (a.author,)).fetchall():
         unindex_practice(db, str(ref))
     touched = [
@@ -240,9 +277,13 @@ def _freeze(
     for ref in touched:
         refresh_stats(db, ref)
     db.execute(
-        "UPDATE records SET state = 'evidence' WHERE author = ? AND seq >= ?", (a.author, seq)
+        "UPDATE records SET state = ? WHERE author = ? AND seq >= ? AND state != 'evidence'",
+        (state, a.author, seq),
     )
-    db.execute("UPDATE records SET state = 'held' WHERE author = ? AND seq < ?", (a.author, seq))
+    db.execute(
+        "UPDATE records SET state = 'held' WHERE author = ? AND seq < ? AND state != 'evidence'",
+        (a.author, seq),
+    )
     a.held = True
     a.applied_seq, a.last_id, a.key, a.recovery, a.commitment = 0, None, None, b"", None
     _release(db, a, now_ms, result)
@@ -302,7 +343,7 @@ def _apply_next(
 
 def _release(db: sqlite3.Connection, a: _Author, now_ms: int, result: ApplyResult) -> None:
     """Apply held records that now follow the chain, in order."""
-    while a.frozen_seq is None or a.applied_seq + 1 < a.frozen_seq:
+    while a.refuses(a.applied_seq + 1) is None:
         rows = db.execute(
             "SELECT id, envelope FROM records WHERE author = ? AND seq = ? AND state = 'held'",
             (a.author, a.applied_seq + 1),
@@ -362,8 +403,9 @@ def apply_records(db: sqlite3.Connection, records: list[Record], *, now_ms: int)
         a = authors.get(h.author)
         if a is None:
             a = authors[h.author] = _load_author(db, h.author)
-        if a.frozen_seq is not None and h.seq >= a.frozen_seq:
-            result.rejected["frozen"] += 1
+        refusal = a.refuses(h.seq)
+        if refusal is not None:
+            result.rejected[refusal] += 1
             continue
         if h.seq <= a.applied_seq:
             other = db.execute(
@@ -390,4 +432,30 @@ def apply_records(db: sqlite3.Connection, records: list[Record], *, now_ms: int)
         _release(db, a, now_ms, result)
     for a in authors.values():
         _save_author(db, a)
+    return result
+
+
+def set_revoked(
+    db: sqlite3.Connection, author: bytes, until_seq: int | None, *, now_ms: int
+) -> ApplyResult:
+    """A network revoked ``author`` after ``until_seq`` (None: revocation lifted).
+
+    Records after it stop counting at once: their derived state is rebuilt from the records up to
+    it, they are kept as ``revoked`` and later ones are refused. Lifting puts them back in the
+    chain. Caller commits.
+    """
+    result = ApplyResult()
+    a = _load_author(db, author)
+    if a.revoked_seq == until_seq:
+        return result
+    a.revoked_seq = until_seq
+    if until_seq is None:
+        db.execute(
+            "UPDATE records SET state = 'held' WHERE author = ? AND state = 'revoked'", (author,)
+        )
+        a.held = True
+        _release(db, a, now_ms, result)
+    elif a.applied_seq > until_seq:
+        _rebuild_below(db, a, until_seq + 1, "revoked", now_ms, result)
+    _save_author(db, a)
     return result

@@ -184,10 +184,12 @@ def reindex_author(db: sqlite3.Connection, author: bytes) -> None:
 def refresh_stats(db: sqlite3.Connection, ref: str) -> None:
     """Recompute rating and replication figures of one practice from the current tables."""
     rating_count, rating_sum = db.execute(
-        "SELECT count(*), coalesce(sum(score), 0) FROM ratings r WHERE r.ref = ?", (ref,)
+        "SELECT count(*), coalesce(sum(score), 0) FROM ratings WHERE ref = ? AND counts",
+        (ref,),
     ).fetchone()
     replications, worked = db.execute(
-        "SELECT count(*), coalesce(sum(worked = 'yes'), 0) FROM replications WHERE ref = ?",
+        "SELECT count(*), coalesce(sum(worked = 'yes'), 0) FROM replications"
+        " WHERE ref = ? AND counts",
         (ref,),
     ).fetchone()
     old = db.execute(

@@ -15,6 +15,7 @@ from pathlib import Path
 from citymesh.protocol.records import Record
 from citymesh.protocol.subjects import subject
 
+from . import trust
 from .apply import ApplyResult, apply_records
 from .migrations import migrate
 
@@ -102,6 +103,7 @@ class Store:
         bridge_to = list(bridge_to)
         with self.transaction() as db:
             result = apply_records(db, records, now_ms=now_ms)
+            _follow_trust(db, result, now_ms)
             result.rejected.update(rejected)
             self._count_rejections(result.rejected)
             for relay in bridge_to:
@@ -164,6 +166,7 @@ class Store:
         """Store a record this node just signed, and queue it for every relay: one commit."""
         with self.transaction() as db:
             result = apply_records(db, [record], now_ms=now_ms)
+            _follow_trust(db, result, now_ms)
             if record not in result.applied:
                 raise StoreError(
                     f"own record seq {record.header.seq} was not applied: {dict(result.rejected)}"
@@ -180,6 +183,30 @@ class Store:
             (author, kind, addr),
         ).fetchone()
         return None if row is None else str(row[0])
+
+    # -- trust policy --------------------------------------------------------------------------
+    def configure_trust(
+        self, *, own: bytes, follows: dict[str, list[bytes]], now_ms: int
+    ) -> list[bytes]:
+        """Set the trust anchors (network -> stewards) and bring standings up to date."""
+        with self.transaction() as db:
+            if trust.configure(db, own=own, follows=follows):
+                trust.remark_all(db)
+            return trust.recompute(db, now_ms=now_ms).changed
+
+    def add_trust_anchor(self, network: str, steward: bytes, *, now_ms: int) -> bool:
+        """Trust ``steward`` for ``network`` from now on (a node that signs its own charter)."""
+        with self.transaction() as db:
+            added = trust.add_anchor(db, network, steward)
+            if added:
+                trust.remark_all(db)
+                trust.recompute(db, now_ms=now_ms)
+            return added
+
+    def refresh_trust(self, *, now_ms: int) -> list[bytes]:
+        """Re-check time-bounded memberships; returns the authors whose trust changed."""
+        with self.transaction() as db:
+            return trust.recompute(db, now_ms=now_ms).changed
 
     # -- cursors and outbox --------------------------------------------------------------------
     def cursor(self, relay: str) -> tuple[str, int]:
@@ -254,3 +281,11 @@ class Store:
 
     def integrity_check(self) -> str:
         return str(self.db.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+def _follow_trust(db: sqlite3.Connection, result: ApplyResult, now_ms: int) -> None:
+    """A batch that changed a charter or a membership: recompute trust in the same transaction."""
+    if any(trust.touches_trust(r.header.kind, r.header.addr) for r in result.applied):
+        change = trust.recompute(db, now_ms=now_ms)
+        result.applied.extend(change.applied.applied)
+        result.rejected.update(change.applied.rejected)

@@ -232,7 +232,45 @@ def m003_search_rows(db: sqlite3.Connection) -> None:
         index_practice(db, bytes(author), str(addr))
 
 
-MIGRATIONS: list[Migration] = [m001_records, m002_catalogue, m003_search_rows]
+def m004_trust(db: sqlite3.Connection) -> None:
+    """Network trust: the steward identities the node trusts per followed network (anchors), the
+    standing of every author those networks name, whether each rating and replication counts, and
+    the seq after which a revoked author's records are refused."""
+    _script(
+        db,
+        """
+        CREATE TABLE trust_anchors (
+            network TEXT NOT NULL,
+            steward BLOB NOT NULL,
+            PRIMARY KEY (network, steward)
+        );
+        CREATE TABLE trust_local (
+            id INTEGER PRIMARY KEY CHECK (id = 0),
+            own BLOB NOT NULL
+        );
+        CREATE TABLE standings (
+            network TEXT NOT NULL,
+            member BLOB NOT NULL,
+            state TEXT NOT NULL,
+            until_seq INTEGER,
+            role TEXT NOT NULL,
+            city TEXT,
+            PRIMARY KEY (network, member)
+        );
+        CREATE TABLE trust (
+            author BLOB PRIMARY KEY,
+            state TEXT NOT NULL,
+            until_seq INTEGER
+        );
+        ALTER TABLE authors ADD COLUMN revoked_seq INTEGER;
+        ALTER TABLE ratings ADD COLUMN counts INTEGER NOT NULL DEFAULT 1;
+        ALTER TABLE replications ADD COLUMN counts INTEGER NOT NULL DEFAULT 1;
+        CREATE INDEX ratings_rater ON ratings (rater);
+        """,
+    )
+
+
+MIGRATIONS: list[Migration] = [m001_records, m002_catalogue, m003_search_rows, m004_trust]
 
 
 def migrate(db: sqlite3.Connection) -> list[str]:
