@@ -34,15 +34,25 @@ from .messages import NodeStateChanged, RecordsChanged
 from .screens.catalogue import CatalogueScreen
 from .screens.compose import ComposeScreen
 from .screens.help import HelpScreen
+from .screens.indicators import IndicatorsScreen
 from .screens.network import NetworkScreen
 from .screens.practice import PracticeScreen
 from .state import NodeState
 
 REFRESH_KINDS = frozenset(
-    {"practice", "rating", "replication", "retraction", "city", "membership", "network"}
+    {
+        "practice",
+        "rating",
+        "replication",
+        "retraction",
+        "city",
+        "membership",
+        "network",
+        "indicators",
+    }
 )
-"""Record kinds that change what the screens show (heads and indicators do not)."""
-GLOBAL_ACTIONS = frozenset({"search", "network", "new_practice", "help", "quit"})
+"""Record kinds that change what the screens show (heads do not)."""
+GLOBAL_ACTIONS = frozenset({"search", "network", "indicators", "new_practice", "help", "quit"})
 
 
 class CitymeshApp(App[None]):
@@ -61,6 +71,13 @@ class CitymeshApp(App[None]):
             tooltip="Write a new practice of your city",
         ),
         Binding("c", "network", "Network", id="network", tooltip="Cities, relays, lag"),
+        Binding(
+            "i",
+            "indicators",
+            "Indicators",
+            id="indicators",
+            tooltip="Indicators over time and across cities",
+        ),
         Binding("question_mark", "help", "Help", key_display="?", id="help"),
         Binding("q", "quit", "Quit", id="quit", tooltip="Leave citymesh"),
     ]
@@ -224,6 +241,10 @@ class CitymeshApp(App[None]):
     def action_network(self) -> None:
         if not isinstance(self.screen, NetworkScreen):
             self.push_screen(NetworkScreen())
+
+    def action_indicators(self) -> None:
+        if not isinstance(self.screen, IndicatorsScreen):
+            self.push_screen(IndicatorsScreen())
 
     def action_new_practice(self) -> None:
         if not isinstance(self.screen, ComposeScreen):

@@ -289,6 +289,38 @@ class NodeClient:
     async def cities(self) -> api.CityList:
         return await self.request("GET", "/v1/cities", api.CityList)
 
+    async def indicator_definitions(self) -> list[api.IndicatorDefinition]:
+        return await self.request(
+            "GET", "/v1/indicators/definitions", list[api.IndicatorDefinition]
+        )
+
+    async def indicators(self, query: api.IndicatorQuery) -> api.IndicatorList:
+        """One page of published tables."""
+        return await self.request(
+            "GET", "/v1/indicators", api.IndicatorList, params=query_params(query)
+        )
+
+    async def all_indicators(
+        self, query: api.IndicatorQuery, *, max_pages: int = 20
+    ) -> api.IndicatorList:
+        """Every page of published tables (``next`` set only if ``max_pages`` were not enough)."""
+        page = await self.indicators(query)
+        items = list(page.items)
+        for _ in range(max_pages - 1):
+            if page.next is None:
+                break
+            page = await self.indicators(msgspec.structs.replace(query, cursor=page.next))
+            items += page.items
+        return api.IndicatorList(items=items, next=page.next)
+
+    async def preview_indicators(self, table: api.IndicatorPreviewIn) -> api.IndicatorPreview:
+        return await self.request(
+            "POST", "/v1/indicators/preview", api.IndicatorPreview, body=table
+        )
+
+    async def publish_indicators(self, table: api.IndicatorPublishIn) -> api.Published:
+        return await self.request("POST", "/v1/indicators", api.Published, body=table)
+
     @contextlib.asynccontextmanager
     async def events(self) -> AsyncIterator[AsyncIterator[api.Event]]:
         """Open the SSE stream GET /v1/events; yields an async iterator of `api.Event`.

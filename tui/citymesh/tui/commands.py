@@ -39,11 +39,21 @@ class CitymeshCommands(Provider):
             "replicate", "Replicate this practice", "p", "Start or update your replication"
         )
         screen_action("edit", "Edit this practice", "e", "Change your city's practice")
+        screen_action("over_time", "Indicator over time", "o", "The chosen city's chart")
+        screen_action(
+            "across_cities", "Indicator across cities", "a", "One period, every city's value"
+        )
         screen_action("back", "Back", "escape", "Back to the previous screen")
         out += [
             Command("New practice", "n", "Write a practice of your city", app.action_new_practice),
             Command(
                 "Network status", "c", "Cities, relays, lag, rejected records", app.action_network
+            ),
+            Command(
+                "Indicators",
+                "i",
+                "A city's indicators over time; one indicator across cities",
+                app.action_indicators,
             ),
             Command("Help", "?", "Keys and a short how-to", app.action_help),
             Command("Quit", "q", "Leave citymesh", partial(app.run_action, "quit")),

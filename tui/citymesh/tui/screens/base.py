@@ -45,8 +45,9 @@ class BaseScreen(Screen[ResultT]):
             self.mark_loaded()
 
     def concerns(self, message: RecordsChanged) -> bool:
-        """Whether these new records change what this screen shows."""
-        return True
+        """Whether these new records change what this screen shows (indicator tables only
+        matter to the indicators screen)."""
+        return bool(message.kinds() - {"indicators"})
 
 
 class BaseDialog(ModalScreen[ResultT]):

@@ -27,6 +27,7 @@ of every screen and in the command palette (ctrl+p).
 | `p` | replicate it in your city, or update how your replication goes |
 | `n` | write a new practice of your city (`e` edits one of yours) |
 | `c` | the network: cities, relays, lag, rejected records |
+| `i` | indicators: a city's published tables over time, one indicator across cities |
 | `?` | this help |
 | `q` | quit |
 
@@ -43,6 +44,12 @@ later, whether it worked. Update the same replication as it progresses.
 **Your own practices**: `n` opens the form; ctrl+r previews how others will read
 it; ctrl+s signs and publishes. Open one of yours and press `e` to edit it or to
 retract it.
+
+**Indicators** (`i`): pick a city (yours first), an indicator and which cells to
+draw (the total, or one line per code of a dimension). The chart shows the published
+values per period; a value suppressed by disclosure control is a gap, never a zero,
+and the table under the chart says why (confidential, secondary, low base). Press
+`a` to compare one period across every city that published it, `o` to go back.
 
 **When the node is unreachable** a red line says so. Keep working: what you typed
 stays, and the screens refresh by themselves when the node is back.
