@@ -9,9 +9,13 @@ import click
 import msgspec
 
 from citymesh.protocol import api
+from citymesh.protocol.errors import ProtocolError
+from citymesh.protocol.identity import parse_identity
+from citymesh.protocol.records import NetworkName
 
 from .cli_catalogue import client, fail, home_option
 from .client import ClientError
+from .config import ConfigError, Follow, Home, resolve_home
 
 
 @click.group()
@@ -112,6 +116,68 @@ def revoke(home: Path | None, identity: str, reason: str, until_seq: int | None)
         body["until_seq"] = until_seq
     published = _membership(home, body)
     click.echo(f"revoked {identity} (seq {published.seq})")
+
+
+def _network_name(name: str) -> str:
+    try:
+        return msgspec.convert(name, NetworkName)
+    except msgspec.ValidationError as err:
+        fail(f"bad network name {name!r}: {err} (lowercase letters, digits and inner dashes)")
+        raise AssertionError from err  # unreachable
+
+
+@network.command(name="follow")
+@home_option
+@click.argument("name")
+@click.option(
+    "--steward",
+    "stewards",
+    multiple=True,
+    required=True,
+    help="Identity of a steward this node trusts for the network (repeatable).",
+)
+def follow(home: Path | None, name: str, stewards: tuple[str, ...]) -> None:
+    """Follow a network: its members' records count here, other cities' show as unverified.
+
+    Edits config.toml; restart the node to apply. A node that follows no network is open: every
+    valid record counts.
+    """
+    name = _network_name(name)
+    for text in stewards:
+        try:
+            parse_identity(text)
+        except ProtocolError as err:
+            fail(f"--steward {text[:80]!r} is not a city identity: {err.message}")
+    h = Home(resolve_home(home))
+    try:
+        config = h.load_config()
+        kept = [f for f in config.follow if f.network != name]
+        h.save_config(
+            msgspec.structs.replace(
+                config, follow=[*kept, Follow(network=name, stewards=sorted(set(stewards)))]
+            )
+        )
+    except ConfigError as err:
+        fail(str(err))
+    click.echo(f"following {name} with {len(set(stewards))} steward(s); restart the node to apply")
+
+
+@network.command(name="unfollow")
+@home_option
+@click.argument("name")
+def unfollow(home: Path | None, name: str) -> None:
+    """Stop following a network (restart the node to apply)."""
+    h = Home(resolve_home(home))
+    try:
+        config = h.load_config()
+        if not any(f.network == name for f in config.follow):
+            fail(f"this node does not follow {name!r}")
+        h.save_config(
+            msgspec.structs.replace(config, follow=[f for f in config.follow if f.network != name])
+        )
+    except ConfigError as err:
+        fail(str(err))
+    click.echo(f"no longer following {name}; restart the node to apply")
 
 
 @click.group()
