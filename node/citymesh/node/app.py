@@ -21,6 +21,7 @@ from .middlewares import auth, errors
 from .openapi import add_openapi
 from .reader import Reader
 from .routes import add_routes
+from .sync_routes import add_sync_routes
 from .trust_routes import add_trust_routes
 
 
@@ -50,5 +51,6 @@ def create_app(
     add_catalogue_routes(app)
     add_indicator_routes(app)
     add_trust_routes(app)
+    add_sync_routes(app)
     add_openapi(app)
     return app

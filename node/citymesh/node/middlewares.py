@@ -18,11 +18,13 @@ from citymesh.protocol.errors import ProtocolError
 from .daemon import NotReadyError
 from .errors import ApiError
 from .keys import TOKEN
+from .sync_routes import SYNC_PATHS
 
 log = logging.getLogger("citymesh.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PUBLIC_PATHS = frozenset({"/healthz"})
+PUBLIC_PATHS = frozenset({"/healthz"}) | SYNC_PATHS
+"""No token: liveness, and the read-only sync routes for peers (signed public records)."""
 _STATUS_CODES = {
     400: "bad_request",
     401: "unauthorized",

@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from citymesh.protocol import api
+from citymesh.protocol import api, api_sync
 
 from .routes import VERSION, json_response
 
@@ -281,6 +281,57 @@ def build_document() -> dict[str, Any]:
                 },
             }
         },
+    }
+    # -- sync routes for peers: public, read-only (schemas: citymesh.protocol.api_sync) --------
+    _, sync_schemas = msgspec.json.schema_components(api_sync.SCHEMA_TYPES, ref_template=REF)
+    schemas.update(sync_schemas)
+
+    def _msgpack(t: type[msgspec.Struct], description: str) -> dict[str, Any]:
+        return {"description": description, "content": {"application/msgpack": {"schema": _ref(t)}}}
+
+    bad_input = {"400": ERRORS["400"]}
+    paths["/v1/sync/heads"] = {
+        "get": {
+            "summary": "Per-author heads applied here: seq and id (for anti-entropy; no token)",
+            "security": [],
+            "responses": {"200": _json(api_sync.SyncHeads, "Every author's applied head.")},
+        }
+    }
+    paths["/v1/sync/records"] = {
+        "get": {
+            "summary": "Raw signed envelopes of one author after a seq, or by id (msgpack)",
+            "description": "Give `author` (and `after`, `limit`) or `ids`. The body is msgpack:"
+            " `{records: [bin, ...], more, last}`, envelopes exactly as stored, in chain order;"
+            " held records (beyond a gap) are not served. Verify every envelope.",
+            "security": [],
+            "parameters": _query_params(api_sync.SyncRecordsQuery, schemas),
+            "responses": {
+                "200": _msgpack(api_sync.SyncRecords, "One page of envelopes."),
+                **bad_input,
+            },
+        }
+    }
+    paths["/v1/sync/reconcile"] = {
+        "post": {
+            "summary": "One negentropy (NIP-77 style) round over this node's record ids",
+            "description": "Items are (created, id) of the records stored here, optionally one"
+            " kind and a created range. Send msgpack (or JSON, bytes as base64); the reply uses"
+            " the request's encoding. See protocol/citymesh/protocol/reconcile.py.",
+            "security": [],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/msgpack": {"schema": _ref(api_sync.ReconcileIn)},
+                    "application/json": {"schema": _ref(api_sync.ReconcileIn)},
+                },
+            },
+            "responses": {
+                "200": _msgpack(api_sync.ReconcileOut, "The responder's message."),
+                "413": _json(api.ErrorResponse, "Body over the size limit."),
+                "415": _json(api.ErrorResponse, "Body is neither msgpack nor JSON."),
+                **bad_input,
+            },
+        }
     }
     return {
         "openapi": "3.1.0",
