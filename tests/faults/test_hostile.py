@@ -101,13 +101,6 @@ async def test_clock_two_hours_ahead_is_rejected_as_future_and_counted(
         assert not db_rows(m.db_path, "SELECT 1 FROM records WHERE author = ?", x.author)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="no omission repair yet: a record rejected as `future` is not stored and the cursor "
-    "moves past it; nothing reads it again once it is valid (no fetch by author and seq), so "
-    "the author's later records stay held behind the gap on every honest node",
-)
 async def test_records_rejected_as_future_are_read_again_once_valid(
     nats_server_factory: NatsServerFactory,
     homes: MakeHome,

@@ -146,7 +146,15 @@ def node() -> None:
 @home_option
 @click.option("--relay", "relays", multiple=True, help="Relay URL (repeatable); none: embedded.")
 @click.option("--listen", default=None, help="HTTP API address HOST:PORT.")
-def node_run(home: Path | None, relays: tuple[str, ...], listen: str | None) -> None:
+@click.option(
+    "--peer",
+    "peers",
+    multiple=True,
+    help="Peer node API URL for omission repair and anti-entropy (repeatable; adds to config).",
+)
+def node_run(
+    home: Path | None, relays: tuple[str, ...], listen: str | None, peers: tuple[str, ...]
+) -> None:
     """Run the node: sync with relays (or an embedded one), serve the HTTP API, until Ctrl-C."""
     target = _home(home)
     try:
@@ -155,6 +163,11 @@ def node_run(home: Path | None, relays: tuple[str, ...], listen: str | None) -> 
         fail(str(err))
     if listen:
         config = msgspec.structs.replace(config, listen=listen)
+    for peer in peers:
+        if not peer.startswith(("http://", "https://")) or len(peer) > 2000:
+            fail(f"--peer: {peer[:80]!r} is not an http:// or https:// URL")
+    if peers:
+        config = msgspec.structs.replace(config, peers=[*config.peers, *peers])
     host, port = _check_listen(config.listen)
     try:
         asyncio.run(serve(target, config, host, port, relays=list(relays) or None))

@@ -62,6 +62,8 @@ class NodeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     """NATS URLs; empty means: start the embedded relay under the home."""
     listen: str = DEFAULT_LISTEN
     max_body_bytes: int = 256 * 1024
+    peers: list[str] = []
+    """HTTP base URLs of peer nodes for omission repair and anti-entropy (their /v1/sync routes)."""
     follow: list[Follow] = []
     """Networks whose membership decides whose records count; empty: an open network."""
 

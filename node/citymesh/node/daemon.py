@@ -25,6 +25,7 @@ from citymesh.protocol.signing import rotation_message
 from .config import Home, NodeConfig
 from .link import LinkContext, RelayLink
 from .natsserver import NatsServer, ServerConfig
+from .repair import Repairer
 from .setup import city_body
 from .store.apply import ApplyResult
 from .store.db import StoreError
@@ -70,6 +71,7 @@ class Node:
         self._subscribers: set[asyncio.Queue[Record]] = set()
         self._head_task: asyncio.Task[None] | None = None
         self._trust_task: asyncio.Task[None] | None = None
+        self.repair: Repairer | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -99,6 +101,8 @@ class Node:
             await link.start()
         self._head_task = asyncio.create_task(self._profile_and_heads(), name="heads")
         self._trust_task = asyncio.create_task(self._refresh_trust(), name="trust")
+        self.repair = Repairer(self, list(self.config.peers))  # gaps, peers, relay audit
+        await self.repair.start()
 
     async def _finish_rotation(self) -> None:
         """A rotation interrupted between storing it and moving the key file: finish or undo."""
@@ -120,6 +124,8 @@ class Node:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self.repair is not None:
+            await self.repair.stop()
         for link in self.links.values():
             await link.stop()
         self.verifier.close()
@@ -287,6 +293,8 @@ class Node:
 
     # -- live events -----------------------------------------------------------------------------
     async def _on_applied(self, result: ApplyResult) -> None:
+        if self.repair is not None and len(result.stored) > len(result.applied):
+            self.repair.wake()  # records held behind a gap: fetch what is missing now
         if result.stored and len(self.links) > 1:
             for link in self.links.values():
                 link.wake_outbox()  # ingest queued these for the other relays: bridge them now
