@@ -159,6 +159,8 @@ class IndicatorsScreen(BaseScreen[None]):
         self.query_one("#ind-about", Static).update(Content("The node has no indicator catalogue."))
 
     def show(self) -> None:
+        if not self.query("#ind-city"):
+            return  # an answer that came back while the screen was being closed
         self._sync_selects()
         self._show_about()
         self.show_chart()

@@ -10,16 +10,9 @@ from textual.widgets import DataTable
 
 from ..indicator_data import CityValue, bar, format_value, unit_text
 
-COLUMNS: Final = (
-    ("City", 18),
-    ("Country", 7),
-    ("Cell", 22),
-    ("Value", 9),
-    ("", 22),
-    ("Unit", 14),
-    ("Status", 28),
-)
-BAR_WIDTH: Final = 20
+COLUMNS: Final = ("City", "Country", "Cell", "Value", "", "Unit", "Status")
+"""Widths follow the content; the bars are `BAR_WIDTH` wide at most."""
+BAR_WIDTH: Final = 12
 
 
 class IndicatorComparison(DataTable[Text]):
@@ -32,8 +25,8 @@ class IndicatorComparison(DataTable[Text]):
     def on_mount(self) -> None:
         self.cursor_type = "row"
         self.zebra_stripes = True
-        for label, width in COLUMNS:
-            self.add_column(label, width=width)
+        for label in COLUMNS:
+            self.add_column(label)
 
     def show(self, rows: list[CityValue], measure: str) -> None:
         self.clear()
