@@ -120,3 +120,43 @@ async def test_members_count_outsiders_do_not_and_revocation_reaches_every_node(
     # B's own log keeps its new rating
     own = await ok(b, "GET", f"/v1/practices/{ref}")
     assert own["own_rating"]["score"] == 1
+
+
+async def test_a_node_will_not_sign_past_the_networks_hourly_limit(make_node: MakeFollower) -> None:
+    steward = await make_node("Brussels", "BEL")
+    await ok(
+        steward,
+        "POST",
+        "/v1/network",
+        {"title": "Cities", "stewards": [steward.identity], "max_records_per_hour": 6},
+    )
+    city = await make_node("Lyon", "FRA", follow=[steward.identity])
+    await ok(steward, "POST", "/v1/network/members", {"member": city.identity, "city": "Lyon"})
+
+    async def follows_the_limit() -> bool:
+        status, answer = await city.call("GET", "/v1/status")
+        return status == 200 and "network" in answer["records"]
+
+    await wait_for(follows_the_limit)
+    statuses = []
+    for i in range(8):
+        body = {**PRACTICE, "addr": f"desk-{i}"}
+        headers = {"Authorization": f"Bearer {city.token}"}
+        async with city.client.post("/v1/practices", json=body, headers=headers) as resp:
+            statuses.append(resp.status)
+            if resp.status == 429:
+                error = (await resp.json())["error"]
+                assert error["code"] == "rate_limited" and "per hour" in error["message"]
+                assert int(resp.headers["Retry-After"]) > 0
+                break
+    assert statuses[-1] == 429 and set(statuses[:-1]) <= {201}, statuses
+    # what it did sign stays within the limit, so the steward's node took every record
+    _, mine = await city.call("GET", "/v1/status")
+
+    async def steward_has_all() -> bool:
+        _, detail = await steward.call("GET", f"/v1/cities/{city.identity}")
+        return detail.get("seq") == mine["seq"]
+
+    await wait_for(steward_has_all)
+    _, status = await steward.call("GET", "/v1/status")
+    assert "rate_limited" not in status["rejected"]

@@ -14,11 +14,13 @@ from typing import Any
 import pytest
 
 from citymesh.node.store import Store
+from citymesh.node.store.apply import HOUR_MS
 from citymesh.protocol.identity import identity_text
 from citymesh.protocol.records import (
     MembershipBody,
     NetworkBody,
     Outcome,
+    Policies,
     RatingBody,
     Record,
     ReplicationBody,
@@ -246,3 +248,78 @@ def test_a_membership_that_expired_stops_counting(tmp_path: Path, valid_until: i
     assert stats(store, w.ref)[0] == 1
     store.refresh_trust(now_ms=valid_until + 1)
     assert stats(store, w.ref)[0] == 0
+
+
+# -- the network's records-per-hour limit ---------------------------------------------------------
+def limited_world(cap: int) -> tuple[Chain, Chain, list[Record]]:
+    """Steward S's charter allows ``cap`` records per hour; Y signs six within one hour."""
+    s, y = Chain.new(60), Chain.new(70)
+    s.add(city("Brussels", "BEL"))
+    s.add(
+        NetworkBody(
+            title="Cities", stewards=[s.author], policies=Policies(max_records_per_hour=cap)
+        ),
+        NETWORK,
+    )
+    y.add(city("Flooder", "NLD"))
+    for i in range(5):
+        y.add(practice(i), f"p-{i}")
+    hours = {r.header.created // HOUR_MS for r in y.records}
+    assert len(hours) == 1, "the six records must fall in one hour"
+    return s, y, [*s.records, *y.records]
+
+
+def applied_seqs(store: Store, author: bytes) -> list[int]:
+    rows = store.db.execute(
+        "SELECT seq FROM records WHERE author = ? AND state = 'applied' ORDER BY seq", (author,)
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def test_an_author_over_the_hourly_limit_is_cut_off_at_the_same_record_everywhere(
+    tmp_path: Path,
+) -> None:
+    s, y, records = limited_world(3)
+    rejected: Counter[str] = Counter()
+    reference = open_store(tmp_path, "limit", anchors=[s.author])
+    rejected.update(ingest(reference, records))
+    assert applied_seqs(reference, y.author) == [1, 2, 3]
+    assert rejected["rate_limited"] >= 1
+    assert reference.db.execute(
+        "SELECT limited_seq FROM authors WHERE author = ?", (y.author,)
+    ).fetchone() == (4,)
+    assert reference.hourly_use(y.author, y.records[0].header.created) == (3, 3)
+    rng = random.Random(3)
+    for i in range(4):
+        shuffled = list(records)
+        rng.shuffle(shuffled)
+        store = open_store(tmp_path, f"limit{i}", anchors=[s.author])
+        for start in range(0, len(shuffled), 2):
+            ingest(store, shuffled[start : start + 2])
+        assert applied_seqs(store, y.author) == [1, 2, 3], f"order {i}"
+
+
+def test_raising_the_limit_lets_the_author_continue(tmp_path: Path) -> None:
+    s, y, records = limited_world(3)
+    store = open_store(tmp_path, "raise", anchors=[s.author])
+    ingest(store, records)
+    s.add(
+        NetworkBody(
+            title="Cities", stewards=[s.author], policies=Policies(max_records_per_hour=100)
+        ),
+        NETWORK,
+    )
+    ingest(store, [s.records[-1]])
+    assert not ingest(store, y.records[3:])  # fetched again (from a relay or a peer)
+    assert applied_seqs(store, y.author) == [1, 2, 3, 4, 5, 6]
+
+
+def test_an_open_network_has_no_limit_and_own_records_are_never_limited(tmp_path: Path) -> None:
+    s, y, records = limited_world(3)
+    open_network = open_store(tmp_path, "open-limit", anchors=None)
+    ingest(open_network, records)
+    assert applied_seqs(open_network, y.author) == [1, 2, 3, 4, 5, 6]
+    own = Store(tmp_path / "own-limit.db")
+    own.configure_trust(own=y.author, follows={NETWORK: [s.author]}, now_ms=LATER)
+    assert not ingest(own, records)
+    assert applied_seqs(own, y.author) == [1, 2, 3, 4, 5, 6]

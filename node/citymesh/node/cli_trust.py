@@ -41,6 +41,13 @@ def network() -> None:
 )
 @click.option("--relay", "relays", multiple=True, help="Relay URL of the network (repeatable).")
 @click.option("--description", default="")
+@click.option(
+    "--max-records-per-hour",
+    type=click.IntRange(1, 1_000_000),
+    default=600,
+    show_default=True,
+    help="Records one city may sign per hour; following nodes refuse the rest.",
+)
 def create(
     home: Path | None,
     title: str,
@@ -48,6 +55,7 @@ def create(
     threshold: int,
     relays: tuple[str, ...],
     description: str,
+    max_records_per_hour: int,
 ) -> None:
     """Sign the network's charter (title, stewards, admission rule, relays)."""
     c = client(home)
@@ -60,6 +68,7 @@ def create(
             "admission_threshold": threshold,
             "relays": list(relays),
             "description": description,
+            "max_records_per_hour": max_records_per_hour,
         }
         published = c.post("/v1/network", msgspec.json.encode(body), api.Published)
     except ClientError as err:

@@ -27,7 +27,7 @@ from .link import LinkContext, RelayLink
 from .natsserver import NatsServer, ServerConfig
 from .repair import Repairer
 from .setup import city_body
-from .store.apply import ApplyResult
+from .store.apply import HOUR_MS, ApplyResult
 from .store.db import StoreError
 from .verify import Verifier
 from .writer import Writer
@@ -38,6 +38,14 @@ EMBEDDED = "embedded"
 HEAD_INTERVAL_MS = 24 * 3600 * 1000
 TRUST_INTERVAL_S = 60.0
 """Seconds between re-checks of time-bounded memberships (valid_from / valid_until)."""
+
+
+class RateLimitedError(Exception):
+    """Signing now would break the followed network's records-per-hour limit."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class NotReadyError(Exception):
@@ -219,6 +227,15 @@ class Node:
         if callable(body):
             body = body(seq, prev)
         created = max(now_ms(), 0)
+        assert self.writer.store is not None
+        cap, used = await self.writer.run(self.writer.store.hourly_use, self.identity, created)
+        if cap is not None and used >= cap:
+            wait_s = (HOUR_MS - created % HOUR_MS) // 1000 + 1
+            raise RateLimitedError(
+                f"this city signed {used} records this hour and the network allows {cap} per "
+                f"hour (other nodes would refuse more): try again in {wait_s // 60 + 1} min",
+                wait_s,
+            )
         record = seal(
             self.key,
             body=body,
@@ -268,7 +285,7 @@ class Node:
                 await self.wait_ready(timeout=3600)
                 await self.publish_profile()
                 await self.publish_head()
-            except NotReadyError as err:
+            except (NotReadyError, RateLimitedError) as err:
                 log.warning("%s", err)
             await asyncio.sleep(HEAD_INTERVAL_MS / 1000)
 

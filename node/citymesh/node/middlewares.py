@@ -15,7 +15,7 @@ from aiohttp import web
 from citymesh.protocol import api
 from citymesh.protocol.errors import ProtocolError
 
-from .daemon import NotReadyError
+from .daemon import NotReadyError, RateLimitedError
 from .errors import ApiError
 from .keys import TOKEN
 from .sync_routes import SYNC_PATHS
@@ -61,8 +61,11 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ProtocolError as err:
+        # Input that matches the OpenAPI document but breaks a rule it can only state in words
+        # (an identity's checksum, a cursor this node did not issue for the query, a record the
+        # protocol refuses once encoded): 422. What the document states is checked first (400).
         detail = api.error_detail(err)
-        return error_response(400, detail.code, detail.message, detail.field)
+        return error_response(422, detail.code, detail.message, detail.field)
     except msgspec.DecodeError as err:
         detail = api.error_detail(err)
         return error_response(400, detail.code, detail.message, detail.field)
@@ -70,6 +73,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error_response(err.status, err.code, err.message, err.field)
     except NotReadyError as err:
         return error_response(503, "not_ready", str(err), headers={"Retry-After": "5"})
+    except RateLimitedError as err:
+        return error_response(
+            429, "rate_limited", str(err), headers={"Retry-After": str(err.retry_after_s)}
+        )
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from citymesh.protocol import api
 from citymesh.protocol.identity import fingerprint, identity_text, parse_public_key, public_key_text
-from citymesh.protocol.records import CityBody, MembershipBody, NetworkBody
+from citymesh.protocol.records import CityBody, MembershipBody, NetworkBody, Policies
 
 from .errors import ApiError
 from .keys import NODE
@@ -37,6 +37,7 @@ async def charter(request: web.Request) -> web.Response:
             stewards=stewards,
             admission_threshold=body.admission_threshold,
             relays=body.relays,
+            policies=Policies(max_records_per_hour=body.max_records_per_hour),
         ),
         addr=node.network,
     )
@@ -64,7 +65,7 @@ async def member(request: web.Request) -> web.Response:
     city = body.city or (profile.name if profile else None)
     if city is None:
         raise ApiError(
-            400, "missing_field", "no profile of that city here: give its name", field="city"
+            422, "unknown_city", "no profile of that city here: give its name", field="city"
         )
     transport: bytes | None = profile.transport_key if profile else None
     if body.transport_key is not None:
@@ -99,6 +100,8 @@ async def member(request: web.Request) -> web.Response:
 
 async def rotate(request: web.Request) -> web.Response:
     node = request.app[NODE]
+    if request.body_exists:  # no body, or an empty object
+        await read_json(request, api.KeyRotateIn)
     record = await node.rotate_key()
     return json_response(
         api.KeyRotated(

@@ -70,6 +70,7 @@ from .records import (
     PracticeBody,
     PracticeRefText,
     RatingBody,
+    RelayUrl,
     ReplicationBody,
     Scores,
     Seq,
@@ -82,6 +83,10 @@ API_VERSION: Final = 1
 
 # -- scalar aliases -----------------------------------------------------------------------------
 _BECH32 = "[02-9ac-hj-np-z]"
+IDENTITY_FORMAT: Final = "citymesh-identity"
+"""JSON Schema ``format`` of identity text: `parse_identity` accepts it (checksum included)."""
+KEY_FORMAT: Final = "citymesh-key"
+"""JSON Schema ``format`` of public key text: `parse_public_key` accepts it."""
 _SLUG_RE = r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?"
 
 IdentityText = Annotated[
@@ -89,8 +94,12 @@ IdentityText = Annotated[
     Meta(
         pattern=rf"^cmid1{_BECH32}{{38}}(?!\n)$",
         title="Identity",
-        description="A city's stable identity in text form (bech32m, prefix cmid1).",
+        description=(
+            "A city's stable identity in text form (bech32m, prefix cmid1). The format says "
+            "what the pattern cannot: the bech32m checksum must hold (a typo fails it)."
+        ),
         examples=["cmid1qqqsyqcyq5rqwzqfpg9scrgwpugpzysnvk3knq"],
+        extra_json_schema={"format": IDENTITY_FORMAT},
     ),
 ]
 KeyText = Annotated[
@@ -98,7 +107,11 @@ KeyText = Annotated[
     Meta(
         pattern=rf"^cmpk1{_BECH32}{{58}}(?!\n)$",
         title="PublicKey",
-        description="An Ed25519 public key in text form (bech32m, prefix cmpk1).",
+        description=(
+            "An Ed25519 public key in text form (bech32m, prefix cmpk1). The format says what "
+            "the pattern cannot: the checksum must hold and the key be a point of large order."
+        ),
+        extra_json_schema={"format": KEY_FORMAT},
     ),
 ]
 Fingerprint = Annotated[
@@ -668,10 +681,15 @@ class NetworkIn(RequestStruct, frozen=True, kw_only=True):
     description: Long = ""
     stewards: Annotated[list[IdentityText], Meta(min_length=1, max_length=16)]
     admission_threshold: Annotated[int, Meta(ge=1, le=16)] = 1
-    relays: Annotated[
-        list[Annotated[str, Meta(pattern=r"^(nats|tls|wss?)://[^\s]{1,250}(?!\n)$")]],
-        Meta(max_length=16),
-    ] = []
+    relays: Annotated[list[RelayUrl], Meta(max_length=16)] = []
+    max_records_per_hour: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=1_000_000,
+            description="Records one city may sign per hour; nodes refuse the rest.",
+        ),
+    ] = 600
 
 
 class MemberIn(RequestStruct, frozen=True, kw_only=True):
@@ -689,6 +707,10 @@ class MemberIn(RequestStruct, frozen=True, kw_only=True):
         int | None,
         Meta(description="With status revoked: default the member's latest seq held here."),
     ] = None
+
+
+class KeyRotateIn(RequestStruct, frozen=True, kw_only=True):
+    """POST /v1/keys/rotate: no fields; send ``{}`` (or no body at all)."""
 
 
 class KeyRotated(ApiStruct, frozen=True, kw_only=True):
@@ -733,6 +755,7 @@ class Event(ApiStruct, frozen=True, kw_only=True):
 REQUEST_TYPES: Final[tuple[type[Struct], ...]] = (
     NetworkIn,
     MemberIn,
+    KeyRotateIn,
     PracticeIn,
     PracticeQuery,
     RatingIn,
@@ -759,6 +782,30 @@ RESPONSE_TYPES: Final[tuple[type[Struct], ...]] = (
 )
 SCHEMA_TYPES: Final[tuple[type[Struct], ...]] = REQUEST_TYPES + RESPONSE_TYPES
 """Every top-level body type; pass to ``msgspec.json.schema_components`` for OpenAPI."""
+
+SCHEMA_RULES: Final[dict[str, dict[str, object]]] = {
+    # IndicatorRowIn.__post_init__: a row needs a count or a value.
+    "IndicatorRowIn": {
+        "anyOf": [
+            {"required": [name], "properties": {name: {"type": kind}}}
+            for name, kind in (("count", "integer"), ("value", "number"))
+        ]
+    },
+    # NetworkIn: admission_threshold <= len(stewards), as "for some k: threshold <= k <= len".
+    "NetworkIn": {
+        "anyOf": [
+            {
+                "properties": {
+                    "admission_threshold": {"maximum": k},
+                    "stewards": {"minItems": k},
+                }
+            }
+            for k in range(1, 17)
+        ]
+    },
+}
+"""Cross-field rules the Structs check and a field annotation cannot carry, as JSON Schema
+keywords merged into the named component schemas (the OpenAPI document is then exact)."""
 
 
 # -- conversions --------------------------------------------------------------------------------

@@ -60,6 +60,8 @@ class _Author:
     frozen_seq: int | None = None
     revoked_seq: int | None = None
     """Set by a network revocation: records after this seq are refused."""
+    limited_seq: int | None = None
+    """The record at this seq broke the network's hourly limit: it and later ones are refused."""
     held: bool = True
     """False only while the author is known to have no held records (then a record that follows
     the chain is applied directly, without the held round trip through the table)."""
@@ -70,13 +72,15 @@ class _Author:
             return "frozen"
         if self.revoked_seq is not None and seq > self.revoked_seq:
             return "revoked"
+        if self.limited_seq is not None and seq >= self.limited_seq:
+            return "rate_limited"
         return None
 
 
 def _load_author(db: sqlite3.Connection, author: bytes) -> _Author:
     row = db.execute(
         "SELECT applied_seq, last_id, key, recovery, commitment, frozen_seq, revoked_seq,"
-        " EXISTS (SELECT 1 FROM records WHERE author = ?1 AND state = 'held')"
+        " limited_seq, EXISTS (SELECT 1 FROM records WHERE author = ?1 AND state = 'held')"
         " FROM authors WHERE author = ?1",
         (author,),
     ).fetchone()
@@ -87,14 +91,14 @@ def _load_author(db: sqlite3.Connection, author: bytes) -> _Author:
         ).fetchone()[0]
         return _Author(author, held=bool(held))
     return _Author(
-        author, row[0], row[1], row[2], row[3] or b"", row[4], row[5], row[6], bool(row[7])
+        author, row[0], row[1], row[2], row[3] or b"", row[4], row[5], row[6], row[7], bool(row[8])
     )
 
 
 def _save_author(db: sqlite3.Connection, a: _Author) -> None:
     db.execute(
         "UPDATE authors SET applied_seq = ?, last_id = ?, key = ?, recovery = ?, commitment = ?,"
-        " frozen_seq = ?, revoked_seq = ? WHERE author = ?",
+        " frozen_seq = ?, revoked_seq = ?, limited_seq = ? WHERE author = ?",
         (
             a.applied_seq,
             a.last_id,
@@ -103,6 +107,7 @@ def _save_author(db: sqlite3.Connection, a: _Author) -> None:
             a.commitment,
             a.frozen_seq,
             a.revoked_seq,
+            a.limited_seq,
             a.author,
         ),
     )
@@ -274,6 +279,8 @@ def _rebuild_below(
     ]
     for table, column in _DERIVED:
         db.execute(f"DELETE FROM {table} WHERE {column} = ?", (a.author,))
+    db.execute("DELETE FROM author_hours WHERE author = ?", (a.author,))
+    a.limited_seq = None  # re-applying what is below finds the same limit again, if any
     for ref in touched:
         refresh_stats(db, ref)
     db.execute(
@@ -329,6 +336,12 @@ def _apply_next(
         result.rejected[ChainError.code] += 1
         _drop(db, rec.id, result)
         return False
+    if _over_hourly_limit(db, h.author, h.created):
+        # Deterministic on every node: the same records in chain order break the same limit.
+        a.limited_seq = h.seq
+        result.rejected["rate_limited"] += 1
+        _drop(db, rec.id, result)
+        return False
     a.applied_seq = h.seq
     a.last_id = rec.id
     a.key = keys.current
@@ -339,6 +352,31 @@ def _apply_next(
     _derive(db, rec)
     result.applied.append(rec)
     return True
+
+
+HOUR_MS = 3_600_000
+
+
+def _over_hourly_limit(db: sqlite3.Connection, author: bytes, created: int) -> bool:
+    """Count the record in its author's created-hour; True if that breaks the network's limit
+    (never for this node's own records: its log stays whole)."""
+    own, cap = db.execute("SELECT own, max_per_hour FROM trust_local WHERE id = 0").fetchone() or (
+        None,
+        None,
+    )
+    hour = created // HOUR_MS
+    if cap is not None and author != own:
+        row = db.execute(
+            "SELECT n FROM author_hours WHERE author = ? AND hour = ?", (author, hour)
+        ).fetchone()
+        if row is not None and row[0] >= cap:
+            return True
+    db.execute(
+        "INSERT INTO author_hours (author, hour, n) VALUES (?, ?, 1)"
+        " ON CONFLICT (author, hour) DO UPDATE SET n = n + 1",
+        (author, hour),
+    )
+    return False
 
 
 def _release(db: sqlite3.Connection, a: _Author, now_ms: int, result: ApplyResult) -> None:
@@ -458,4 +496,16 @@ def set_revoked(
     elif a.applied_seq > until_seq:
         _rebuild_below(db, a, until_seq + 1, "revoked", now_ms, result)
     _save_author(db, a)
+    return result
+
+
+def reapply(db: sqlite3.Connection, author: bytes, *, now_ms: int) -> ApplyResult:
+    """Apply the author's chain again from its start (after the hourly limit was set or
+    lowered: the records past the limit are refused as if they had arrived now). Caller
+    commits."""
+    result = ApplyResult()
+    a = _load_author(db, author)
+    if a.applied_seq:
+        _rebuild_below(db, a, a.applied_seq + 1, "held", now_ms, result)
+        _save_author(db, a)
     return result

@@ -16,7 +16,7 @@ from citymesh.protocol.records import Record
 from citymesh.protocol.subjects import subject
 
 from . import trust
-from .apply import ApplyResult, apply_records
+from .apply import HOUR_MS, ApplyResult, apply_records
 from .migrations import migrate
 
 WRITER_CACHE_KIB = 32 * 1024
@@ -183,6 +183,18 @@ class Store:
             (author, kind, addr),
         ).fetchone()
         return None if row is None else str(row[0])
+
+    def hourly_use(self, author: bytes, created: int) -> tuple[int | None, int]:
+        """(the followed networks' records-per-hour limit or None, records of ``author`` applied
+        in the hour of ``created``)."""
+        (cap,) = self.db.execute(
+            "SELECT max_per_hour FROM trust_local WHERE id = 0"
+        ).fetchone() or (None,)
+        row = self.db.execute(
+            "SELECT n FROM author_hours WHERE author = ? AND hour = ?",
+            (author, created // HOUR_MS),
+        ).fetchone()
+        return cap, 0 if row is None else int(row[0])
 
     # -- trust policy --------------------------------------------------------------------------
     def configure_trust(

@@ -234,8 +234,9 @@ def m003_search_rows(db: sqlite3.Connection) -> None:
 
 def m004_trust(db: sqlite3.Connection) -> None:
     """Network trust: the steward identities the node trusts per followed network (anchors), the
-    standing of every author those networks name, whether each rating and replication counts, and
-    the seq after which a revoked author's records are refused."""
+    standing of every author those networks name, whether each rating and replication counts, the
+    seq after which a revoked author's records are refused, and the per-author hourly record
+    counts the followed networks' rate limit is checked against."""
     _script(
         db,
         """
@@ -246,7 +247,14 @@ def m004_trust(db: sqlite3.Connection) -> None:
         );
         CREATE TABLE trust_local (
             id INTEGER PRIMARY KEY CHECK (id = 0),
-            own BLOB NOT NULL
+            own BLOB NOT NULL,
+            max_per_hour INTEGER
+        );
+        CREATE TABLE author_hours (
+            author BLOB NOT NULL,
+            hour INTEGER NOT NULL,
+            n INTEGER NOT NULL,
+            PRIMARY KEY (author, hour)
         );
         CREATE TABLE standings (
             network TEXT NOT NULL,
@@ -263,6 +271,7 @@ def m004_trust(db: sqlite3.Connection) -> None:
             until_seq INTEGER
         );
         ALTER TABLE authors ADD COLUMN revoked_seq INTEGER;
+        ALTER TABLE authors ADD COLUMN limited_seq INTEGER;
         ALTER TABLE ratings ADD COLUMN counts INTEGER NOT NULL DEFAULT 1;
         ALTER TABLE replications ADD COLUMN counts INTEGER NOT NULL DEFAULT 1;
         CREATE INDEX ratings_rater ON ratings (rater);

@@ -25,7 +25,7 @@ import msgspec
 from citymesh.practices.membership import Admission, Charter, Standing, standings
 from citymesh.protocol.records import MembershipBody, NetworkBody
 
-from .apply import ApplyResult, set_revoked
+from .apply import ApplyResult, reapply, set_revoked
 from .catalogue import refresh_stats
 from .standing import counting_limit
 
@@ -147,12 +147,16 @@ def _recompute_once(db: sqlite3.Connection, *, now_ms: int) -> TrustChange:
             for member, s in table.items()
         ],
     )
+    change = TrustChange()
+    for author in _set_hourly_limit(db, follows, charters):
+        result = reapply(db, author, now_ms=now_ms)
+        change.applied.applied.extend(result.applied)
+        change.applied.rejected.update(result.rejected)
     new = _effective(per_network)
     old: dict[bytes, Effective] = {
         bytes(a): (str(s), None if u is None else int(u))
         for a, s, u in db.execute("SELECT author, state, until_seq FROM trust")
     }
-    change = TrustChange()
     for author in sorted(set(old) | set(new)):
         before, after = old.get(author), new.get(author)
         if before == after:
@@ -174,6 +178,35 @@ def _recompute_once(db: sqlite3.Connection, *, now_ms: int) -> TrustChange:
             change.applied.rejected.update(result.rejected)
         _remark(db, author)
     return change
+
+
+def _set_hourly_limit(
+    db: sqlite3.Connection, follows: dict[str, list[bytes]], charters: list[Charter]
+) -> list[bytes]:
+    """The records-per-hour limit of the followed networks' charters (the most lenient one when
+    several); none for an open network. Raising it lets limited authors continue; setting or
+    lowering it returns the authors already past it (their chains are applied again)."""
+    limits = [
+        c.body.policies.max_records_per_hour
+        for c in charters
+        if c.network in follows and c.author in follows[c.network]
+    ]
+    cap = max(limits) if limits else None
+    (old,) = db.execute("SELECT max_per_hour FROM trust_local WHERE id = 0").fetchone() or (None,)
+    if cap == old:
+        return []
+    db.execute("UPDATE trust_local SET max_per_hour = ? WHERE id = 0", (cap,))
+    if cap is None or (old is not None and cap > old):
+        db.execute("UPDATE authors SET limited_seq = NULL WHERE limited_seq IS NOT NULL")
+        return []
+    return [
+        bytes(r[0])
+        for r in db.execute(
+            "SELECT DISTINCT author FROM author_hours WHERE n > ?"
+            " AND author NOT IN (SELECT own FROM trust_local) ORDER BY author",
+            (cap,),
+        )
+    ]
 
 
 def _remark(db: sqlite3.Connection, author: bytes) -> None:
