@@ -21,10 +21,12 @@ from textual.pilot import Pilot
 
 from citymesh.node.demo import Demo
 from citymesh.protocol import api
+from citymesh.protocol.records import Attestation
 from citymesh.tui.app import CitymeshApp, create_app
-from citymesh.tui.client import NodeLocation
+from citymesh.tui.client import NodeClient, NodeLocation
 from citymesh.tui.screens.catalogue import CatalogueScreen
 from citymesh.tui.screens.compose import ComposeScreen
+from citymesh.tui.screens.indicators import IndicatorsScreen
 from citymesh.tui.screens.network import NetworkScreen
 from citymesh.tui.screens.practice import PracticeScreen
 from citymesh.tui.screens.rate import RateDialog
@@ -34,6 +36,16 @@ VIEWER = "Lisbon"
 """The city whose coordinator we look over the shoulder of."""
 SHOWN = ("Mechelen", "welcome-desk")
 """The practice opened: rated and replicated by other cities in the sample activity."""
+INDICATOR = "INFO_DESK_CONTACTS"
+QUARTERS = ("2024-Q1", "2024-Q2", "2024-Q3", "2024-Q4", "2025-Q1", "2025-Q2")
+DESK_CONTACTS = {
+    # city: contacts per migratory status in the first quarter (small ones get suppressed)
+    "Lisbon": {"REFUGEE": 310, "ASYLUM_SEEKER": 145, "FOREIGN_CITIZEN": 420, "STATELESS": 6},
+    "Mechelen": {"REFUGEE": 120, "ASYLUM_SEEKER": 40, "FOREIGN_CITIZEN": 95, "IDP": 4},
+    "Gdańsk": {"REFUGEE": 260, "FOREIGN_CITIZEN": 180, "MIGRANT_WORKER": 75},
+    "Amman": {"REFUGEE": 540, "IDP": 60, "ASYLUM_SEEKER": 8},
+}
+"""Sample tables of one indicator: the first quarter's counts, growing a little each quarter."""
 
 
 async def until(condition: Callable[[], object], timeout: float = 60.0) -> None:
@@ -87,7 +99,45 @@ async def shoot(app: CitymeshApp, ref: str, out: Path, size: tuple[int, int]) ->
         await until(lambda: isinstance(app.screen, ComposeScreen))
         await settle(pilot)
         save("compose")
+
+        await pilot.press("escape", "i")
+        await until(lambda: isinstance(app.screen, IndicatorsScreen) and app.screen.loaded)
+        screen = app.screen
+        assert isinstance(screen, IndicatorsScreen)
+        screen.choose(code=INDICATOR, breakdown="by:MIG_STATUS")
+        await until(lambda: screen.code == INDICATOR and screen.loaded and screen.city_tables)
+        await settle(pilot)
+        save("indicators")
+
+        await pilot.press("a")
+        await settle(pilot)
+        save("indicators-across")
     return saved
+
+
+async def publish_indicators(demo: Demo) -> int:
+    """Publish the sample tables through each city's HTTP API; returns how many."""
+    published = 0
+    for name, first in DESK_CONTACTS.items():
+        if name not in demo.homes:
+            continue
+        async with NodeClient(NodeLocation.from_home(demo.homes[name].root)) as client:
+            for n, period in enumerate(QUARTERS):
+                rows = [
+                    api.IndicatorRowIn(dims={"MIG_STATUS": code}, count=count + count * n // 8)
+                    for code, count in first.items()
+                ]
+                await client.publish_indicators(
+                    api.IndicatorPublishIn(
+                        code=INDICATOR,
+                        period=period,
+                        rows=rows,
+                        source_type="service_data",
+                        attestation=Attestation(aggregate_only=True, officer_role="Data officer"),
+                    )
+                )
+                published += 1
+    return published
 
 
 async def main(out: Path, size: tuple[int, int]) -> int:
@@ -97,6 +147,7 @@ async def main(out: Path, size: tuple[int, int]) -> int:
         try:
             await demo.start()
             await demo.load()
+            await publish_indicators(demo)
             deadline = time.monotonic() + 120
             while not (await demo.converged())[0]:
                 if time.monotonic() > deadline:
