@@ -14,7 +14,7 @@ Three jobs, one task (`Repairer`), started by the daemon:
   records, evidence of equivocation), fetching what we lack by id.
 - **Relay audit**, every ``audit_interval``: this city's own records on each relay are compared
   with its own log, and the ones a relay lost are queued again for it (the outbox sends them in
-  chain order). A wiped stream, and own records lost past the relay's head, are refilled by the
+  chain order) once they were sent longer ago than the stream's duplicate window. A wiped stream, and own records lost past the relay's head, are refilled by the
   link itself at (re)connect (link.py); the audit finds holes in the middle.
 
 Everything fetched goes through the ingest path of relay records: signatures verified in the
@@ -49,6 +49,7 @@ from citymesh.protocol.records import Record
 from citymesh.protocol.subjects import author_filter
 
 from . import link as link_clock
+from . import streams
 from .store import StoreError
 
 if TYPE_CHECKING:
@@ -430,7 +431,9 @@ class Repairer:
         """Queue again this city's records the relay lost; returns how many."""
         if not lk.state.connected or lk.js is None:
             return 0
-        started = link_clock.now_ms()
+        # Only records sent longer ago than the relay's duplicate window: it would drop a
+        # republished copy of a younger one as a duplicate (same Nats-Msg-Id) and ack it.
+        sent_before = link_clock.now_ms() - int(streams.DUPLICATE_WINDOW * 1000)
         try:
             envelopes = await self._read_author(lk, self.node.identity)
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error, OSError) as err:
@@ -440,7 +443,7 @@ class Repairer:
         for data in envelopes:
             with contextlib.suppress(ProtocolError):
                 on_relay.add(open_envelope(data, now_ms=2**62).id)
-        n = await self.node.writer.run(self._requeue_missing, lk.name, on_relay, started)
+        n = await self.node.writer.run(self._requeue_missing, lk.name, on_relay, sent_before)
         if n:
             log.warning("relay %s lost %d of this city's records: queued again", lk.name, n)
             self.state.requeued_for_relays += n
@@ -448,7 +451,7 @@ class Repairer:
         return n
 
     def _requeue_missing(self, relay: str, on_relay: set[bytes], before_ms: int) -> int:
-        """Own applied records sent to ``relay`` before the audit began that it no longer holds."""
+        """Own applied records sent to ``relay`` before ``before_ms`` that it no longer holds."""
         store = self.node.writer.store
         assert store is not None
         with store.transaction() as db:
