@@ -20,6 +20,7 @@ from citymesh.protocol.errors import ChainError, ProtocolError
 from citymesh.protocol.identity import identity_text
 from citymesh.protocol.records import (
     CityBody,
+    KeyRotationBody,
     PracticeBody,
     RatingBody,
     Record,
@@ -296,6 +297,42 @@ def _rebuild_below(
     _release(db, a, now_ms, result)
 
 
+def _key_before(db: sqlite3.Connection, a: _Author, seq: int) -> bytes | None:
+    """The key that signs the author's record at ``seq`` (seq <= applied_seq + 1)."""
+    if seq == a.applied_seq + 1:
+        return a.key if a.applied_seq else None
+    row = db.execute(
+        "SELECT envelope FROM records WHERE author = ? AND kind = 'key_rotation'"
+        " AND state = 'applied' AND seq < ? ORDER BY seq DESC LIMIT 1",
+        (a.author, seq),
+    ).fetchone()
+    if row is not None:
+        try:
+            body = open_envelope(bytes(row[0]), now_ms=2**62).body
+        except ProtocolError:
+            return None
+        assert isinstance(body, KeyRotationBody)
+        return body.new_key
+    row = db.execute(
+        "SELECT signer FROM records WHERE author = ? AND seq = 1 AND state = 'applied'",
+        (a.author,),
+    ).fetchone()
+    return None if row is None else bytes(row[0])
+
+
+def _may_sign(db: sqlite3.Connection, a: _Author, rec: Record) -> bool:
+    """Whether ``rec`` is signed by a key the author held at its seq: only then can it be
+    evidence of a fork. Anyone can sign a record that claims to be someone else's (a valid
+    signature by an unrelated key); such a record must never freeze the author."""
+    h = rec.header
+    if h.seq == 1:
+        return True  # the genesis ties seq 1 to the identity (checked when it was opened)
+    recovery = {a.recovery[i : i + 32] for i in range(0, len(a.recovery), 32)}
+    if isinstance(rec.body, KeyRotationBody) and h.signer in recovery:
+        return True
+    return h.signer == _key_before(db, a, h.seq)
+
+
 def _drop(db: sqlite3.Connection, record_id: bytes, result: ApplyResult) -> None:
     """Un-store a held record found invalid on release: not kept, not bridged to other relays."""
     db.execute("DELETE FROM records WHERE id = ?", (record_id,))
@@ -322,6 +359,10 @@ def _apply_next(
         assert h.genesis is not None  # checked when the envelope was opened
         keys = KeyState(h.genesis)
     else:
+        if h.prev != a.last_id and not _may_sign(db, a, rec):
+            result.rejected[ChainError.code] += 1  # not the author's key: a forgery, not a fork
+            _drop(db, rec.id, result)
+            return False
         if h.prev != a.last_id:
             # Validly signed by the author yet pointing at another history: a fork.
             assert a.last_id is not None
@@ -388,17 +429,28 @@ def _release(db: sqlite3.Connection, a: _Author, now_ms: int, result: ApplyResul
         ).fetchall()
         if not rows:
             return
-        if len(rows) > 1:
-            _freeze(db, a, a.applied_seq + 1, rows[0][0], rows[1][0], now_ms, result)
+        candidates: list[Record] = []
+        for record_id, envelope in rows:
+            rec = result.batch.get(record_id)
+            if rec is None:
+                try:
+                    rec = open_envelope(envelope, now_ms=2**62)
+                except ProtocolError:  # stored bytes no longer verify: drop them, count it
+                    _drop(db, record_id, result)
+                    result.rejected["corrupt_stored"] += 1
+                    continue
+            if len(rows) > 1 and a.applied_seq and not _may_sign(db, a, rec):
+                _drop(db, record_id, result)  # claims the author but another key signed it
+                result.rejected[ChainError.code] += 1
+                continue
+            candidates.append(rec)
+        if not candidates:
             return
-        rec = result.batch.get(rows[0][0])
-        if rec is None:
-            try:
-                rec = open_envelope(rows[0][1], now_ms=2**62)
-            except ProtocolError:  # stored bytes no longer verify: drop them, count it
-                _drop(db, rows[0][0], result)
-                result.rejected["corrupt_stored"] += 1
-                return
+        if len(candidates) > 1:
+            first, second = candidates[0], candidates[1]
+            _freeze(db, a, a.applied_seq + 1, first.id, second.id, now_ms, result)
+            return
+        rec = candidates[0]
         if not _apply_next(db, a, rec, now_ms, result):
             return
 
@@ -446,6 +498,9 @@ def apply_records(db: sqlite3.Connection, records: list[Record], *, now_ms: int)
             result.rejected[refusal] += 1
             continue
         if h.seq <= a.applied_seq:
+            if not _may_sign(db, a, rec):
+                result.rejected[ChainError.code] += 1
+                continue
             other = db.execute(
                 "SELECT id FROM records WHERE author = ? AND seq = ? AND state = 'applied'",
                 (h.author, h.seq),
