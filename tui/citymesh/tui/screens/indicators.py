@@ -1,9 +1,11 @@
 """Indicators: a city's published aggregate tables over time as a chart, and one indicator in
 one period compared across cities.
 
-Three questions go to the node: the catalogue (once), the chosen city's tables of the chosen
-indicator (every period), and every city's tables of that indicator (for the periods and the
-comparison). Pages are followed (`NodeClient.all_indicators`).
+Questions to the node: the catalogue (once); the chosen city's tables of the chosen indicator
+(every period, for the chart); every city's tables of that indicator (for the list of periods
+and of cells); and every city's table of that indicator in the chosen period (for the
+comparison, asked for on its own so that it is complete however many tables the indicator has).
+Pages are followed (`NodeClient.all_indicators`).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class IndicatorsScreen(BaseScreen[None]):
         self.period: str | None = None
         self.city_tables: list[api.IndicatorTable] = []
         self.all_tables: list[api.IndicatorTable] = []
+        self.period_tables: list[api.IndicatorTable] = []
         self.loaded = False
 
     def compose(self) -> ComposeResult:
@@ -134,10 +137,10 @@ class IndicatorsScreen(BaseScreen[None]):
         self.city_tables, self.all_tables = mine.items, everyone.items
         for table in everyone.items:
             self.cities.setdefault(table.author, table.city or table.author[:12])
-        periods = periods_of(self.all_tables)
-        if self.period not in periods:
-            latest = periods_of(self.city_tables) or periods
+        if self.period not in self.periods:
+            latest = periods_of(self.city_tables) or self.periods
             self.period = latest[-1] if latest else None
+        self.period_tables = await self._fetch_period()
         options = [b.key for b in breakdowns(self.all_tables)]
         if self.breakdown not in options:
             self.breakdown = options[0] if options else "total"
@@ -145,7 +148,23 @@ class IndicatorsScreen(BaseScreen[None]):
         self.mark_loaded()
         self.show()
 
+    async def _fetch_period(self) -> list[api.IndicatorTable]:
+        if self.code is None or self.period is None:
+            return []
+        query = api.IndicatorQuery(code=self.code, period=self.period, limit=PAGE_SIZE)
+        return (await self.cm.client.all_indicators(query)).items
+
+    @work(exclusive=True, group="period")
+    async def load_period(self) -> None:
+        with self.cm.reporting():
+            self.period_tables = await self._fetch_period()
+            self.show_comparison()
+
     # -- showing -------------------------------------------------------------------------------
+    @property
+    def periods(self) -> list[str]:
+        return periods_of([*self.all_tables, *self.city_tables])
+
     @property
     def definition(self) -> api.IndicatorDefinition | None:
         return self.definitions.get(self.code) if self.code else None
@@ -181,7 +200,7 @@ class IndicatorsScreen(BaseScreen[None]):
         if any(b.key == self.breakdown for b in breakdowns(self.all_tables)):
             cells.value = self.breakdown
         period_select = self.query_one("#ind-period", Select)
-        period_select.set_options((p, p) for p in reversed(periods_of(self.all_tables)))
+        period_select.set_options((p, p) for p in reversed(self.periods))
         if self.period is not None:
             period_select.value = self.period
 
@@ -220,7 +239,9 @@ class IndicatorsScreen(BaseScreen[None]):
     def show_comparison(self) -> None:
         title = self.query_one("#ind-compare-title", Static)
         table = self.query_one(IndicatorComparison)
-        tables = [t for t in self.all_tables if t.table.period == self.period]
+        if not self.query(IndicatorComparison):
+            return
+        tables = [t for t in self.period_tables if t.table.period == self.period]
         if not tables:
             title.update("No tables published yet for this indicator.")
             table.show([], self.measure)
@@ -257,7 +278,7 @@ class IndicatorsScreen(BaseScreen[None]):
     def _period(self, event: Select.Changed) -> None:
         if isinstance(event.value, str) and event.value != self.period:
             self.period = event.value
-            self.show_comparison()
+            self.load_period()
 
     def choose(
         self,
