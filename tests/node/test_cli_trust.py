@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
-from citymesh.node.config import ConfigError
-from citymesh.protocol.identity import identity_text
+from citymesh.node.config import ConfigError, Home
+from citymesh.protocol.identity import SecretKey, identity_text
 
 from .conftest import MakeHome
 from .test_cli import assert_one_line_error, run
@@ -60,3 +61,41 @@ def test_a_malformed_steward_in_the_config_is_named(tmp_path: Path, make_home: M
         raise AssertionError("a malformed steward identity was accepted")
     result = run(tmp_path, "status", "--home", home.root)
     assert_one_line_error(result, "follow[0].stewards")
+
+
+def test_init_writes_recovery_keys_the_genesis_names(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    keys = tmp_path / "usb-stick"
+    result = run(
+        tmp_path,
+        "init",
+        "--home",
+        home,
+        "--city",
+        "Mechelen",
+        "--country",
+        "BEL",
+        "--recovery-keys",
+        "2",
+        "--recovery-dir",
+        keys,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "move them offline" in result.stdout
+    files = sorted(keys.iterdir())
+    assert [f.name for f in files] == ["recovery-1.key", "recovery-2.key"]
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
+    named = Home(home).load_genesis().recovery
+    assert named == [SecretKey.from_text(f.read_text()).public_key for f in files]
+    # a second init may not overwrite keys there, nor ask for more than the genesis holds
+    again = run(
+        tmp_path, "init", "--home", tmp_path / "h2", "--city", "X", "--country", "BEL",
+        "--recovery-keys", "1", "--recovery-dir", keys,
+    )  # fmt: skip
+    assert_one_line_error(again, "not empty")
+    assert not (tmp_path / "h2" / "city.key").exists()
+    too_many = run(
+        tmp_path, "init", "--home", tmp_path / "h3", "--city", "X", "--country", "BEL",
+        "--recovery-keys", "4",
+    )  # fmt: skip
+    assert too_many.returncode == 2 and "--recovery-keys" in too_many.stderr

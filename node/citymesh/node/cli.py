@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sqlite3
 import sys
 import time
@@ -22,14 +23,27 @@ import msgspec
 from citymesh.protocol import api
 from citymesh.protocol.envelope import open_envelope
 from citymesh.protocol.errors import ProtocolError
-from citymesh.protocol.identity import fingerprint, identity_text, public_key_text
+from citymesh.protocol.identity import (
+    MAX_RECOVERY_KEYS,
+    SecretKey,
+    fingerprint,
+    identity_text,
+    public_key_text,
+)
 
 from .cli_catalogue import export, rate, replicate, retract
 from .cli_indicators import indicators
 from .cli_relay import relay
 from .cli_trust import keys, network
 from .client import ClientError, NodeClient, pretty
-from .config import DEFAULT_NETWORK, ConfigError, Home, NodeConfig, resolve_home
+from .config import (
+    DEFAULT_NETWORK,
+    ConfigError,
+    Home,
+    NodeConfig,
+    resolve_home,
+    write_secret,
+)
 from .demo import run_demo
 from .natsserver import NatsServerError
 from .relay import parse_hostport
@@ -91,6 +105,20 @@ main.add_command(keys)
 @click.option("--network", default=DEFAULT_NETWORK, show_default=True, help="Network to join.")
 @click.option("--listen", default=None, help="HTTP API address HOST:PORT (default 127.0.0.1:8470).")
 @click.option("--relay", "relays", multiple=True, help="Relay URL (repeatable); none: embedded.")
+@click.option(
+    "--recovery-keys",
+    type=click.IntRange(0, MAX_RECOVERY_KEYS),
+    default=0,
+    show_default=True,
+    help="Offline recovery keys to create; the genesis names them (they can take the identity "
+    "back after a theft).",
+)
+@click.option(
+    "--recovery-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the recovery keys (default: <home>/recovery-keys). Move them offline.",
+)
 def init(
     home: Path | None,
     city: str,
@@ -98,6 +126,8 @@ def init(
     network: str,
     listen: str | None,
     relays: tuple[str, ...],
+    recovery_keys: int,
+    recovery_dir: Path | None,
 ) -> None:
     """Create a city identity: signing key (0600), config, API token, genesis record."""
     target = _home(home)
@@ -115,10 +145,16 @@ def init(
         fail(f"invalid setting: {err}")
     if listen:
         _check_listen(listen)
+    rescue = [SecretKey(os.urandom(32)) for _ in range(recovery_keys)]
+    rescue_dir = recovery_dir or target.root / "recovery-keys"
+    if rescue and rescue_dir.exists() and any(rescue_dir.iterdir()):
+        fail(f"--recovery-dir {rescue_dir} is not empty; refusing to overwrite keys there")
     try:
-        record = init_home(target, config)
+        record = init_home(target, config, recovery=[k.public_key for k in rescue])
     except ConfigError as err:
         fail(str(err))
+    for i, rescue_key in enumerate(rescue, 1):
+        write_secret(rescue_dir / f"recovery-{i}.key", rescue_key.to_text() + "\n")
     key = target.load_key()
     click.echo(f"city       {city} ({config.city.country})")
     click.echo(
@@ -126,6 +162,8 @@ def init(
     )
     click.echo(f"public key {public_key_text(key.public_key)}")
     click.echo(f"home       {target.root}")
+    if rescue:
+        click.echo(f"recovery   {len(rescue)} key(s) in {rescue_dir}: move them offline now")
     click.echo(f"next       citymesh node run --home {target.root}")
 
 

@@ -210,3 +210,39 @@ def rotate(home: Path | None, yes: bool) -> None:
         f"new signing key {rotated.key} [{rotated.fingerprint}] (rotation seq {rotated.seq})"
     )
     click.echo("the old key file is kept as city.key.<n>.old in the home; it signs nothing now")
+
+
+@keys.command(name="recover")
+@home_option
+@click.option(
+    "--recovery-key",
+    "key_file",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="A recovery key file that `init --recovery-keys` wrote (kept offline).",
+)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def recover(home: Path | None, key_file: Path, yes: bool) -> None:
+    """Take the identity back after the signing key was stolen.
+
+    The running node signs a rotation to a fresh key with the recovery key. Every node then
+    refuses what the stolen key signs later, and records the thief signed in the 72 hours before
+    lose to the recovery. The recovery key is used once and not stored.
+    """
+    try:
+        text = key_file.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as err:
+        fail(f"cannot read {key_file}: {err}")
+        return
+    if not yes:
+        click.confirm("Replace this city's signing key using the recovery key?", abort=True)
+    try:
+        body = msgspec.json.encode({"recovery_key": text})
+        rotated = client(home).post("/v1/keys/recover", body, api.KeyRotated)
+    except ClientError as err:
+        fail(str(err))
+        return
+    click.echo(
+        f"identity recovered: new signing key {rotated.key} [{rotated.fingerprint}] "
+        f"(rotation seq {rotated.seq})"
+    )

@@ -194,20 +194,28 @@ class Home:
         transport_seed: bytes,
         salt: bytes,
         token: str,
+        recovery: list[bytes] | None = None,
     ) -> Genesis:
-        """Write a new identity. Refuses to overwrite an existing one."""
+        """Write a new identity. Refuses to overwrite an existing one.
+
+        ``recovery``: public keys of offline recovery keys the genesis names (they can take the
+        identity back after a theft; their seeds never live in the home)."""
         if self.key_path.exists() or self.identity_path.exists():
             raise ConfigError(
                 f"{self.root} already holds a city identity; refusing to overwrite it"
             )
         self.root.mkdir(parents=True, exist_ok=True)
         key = SecretKey(seed)
-        genesis = Genesis(key=key.public_key, salt=salt)
+        genesis = Genesis(key=key.public_key, recovery=list(recovery or []), salt=salt)
         _write_private(self.key_path, key.to_text() + "\n", mode=0o600)
         _write_private(
             self.transport_key_path, SecretKey(transport_seed).to_text() + "\n", mode=0o600
         )
-        ident = IdentityFile(genesis_key=key.public_key.hex(), salt=salt.hex())
+        ident = IdentityFile(
+            genesis_key=key.public_key.hex(),
+            recovery=[k.hex() for k in genesis.recovery],
+            salt=salt.hex(),
+        )
         ident_data = _drop_none(msgspec.to_builtins(ident))
         assert isinstance(ident_data, dict)
         _write_private(self.identity_path, tomli_w.dumps(ident_data), mode=0o644)
@@ -254,6 +262,13 @@ def _drop_none(value: object) -> object:
     if isinstance(value, list):
         return [_drop_none(v) for v in value]
     return value
+
+
+def write_secret(path: Path, text: str) -> None:
+    """Write a secret file (mode 0600, parent made 0700 if new), atomically."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700)
+    _write_private(path, text, mode=0o600)
 
 
 def _write_private(path: Path, text: str, *, mode: int) -> None:

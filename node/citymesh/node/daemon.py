@@ -48,6 +48,10 @@ class RateLimitedError(Exception):
         self.retry_after_s = retry_after_s
 
 
+class RecoveryKeyError(Exception):
+    """The key offered for a recovery is not one the city's genesis names."""
+
+
 class NotReadyError(Exception):
     """The node cannot sign yet: a relay has not confirmed this city's latest seq."""
 
@@ -220,7 +224,11 @@ class Node:
         return record
 
     async def _sign_and_store(
-        self, body: Body | Callable[[int, bytes | None], Body], addr: str
+        self,
+        body: Body | Callable[[int, bytes | None], Body],
+        addr: str,
+        *,
+        signer: SecretKey | None = None,
     ) -> tuple[Record, ApplyResult]:
         """Under the signing lock: seal the next record with the current key and store it."""
         seq, prev = await self.own_head()
@@ -237,7 +245,7 @@ class Node:
                 wait_s,
             )
         record = seal(
-            self.key,
+            signer or self.key,
             body=body,
             network=self.network,
             author=self.identity,
@@ -273,6 +281,28 @@ class Node:
                 counter_signature=new.sign(rotation_message(self.identity, new.public_key)),
             )
             record, result = await self._sign_and_store(body, "")
+            self.home.commit_next_key()
+            self.key = new
+        await self._sent(result)
+        return record
+
+    async def recover_key(self, recovery: SecretKey, *, timeout: float = 30.0) -> Record:
+        """Take the identity back with an offline recovery key (after the signing key was
+        stolen): a rotation to a fresh key, signed by the recovery key. Records the old key signs
+        after it are refused everywhere; a thief's records at the same seqs, within the window,
+        lose to it."""
+        if recovery.public_key not in self.genesis.recovery:
+            raise RecoveryKeyError("that is not one of the recovery keys this city's genesis names")
+        await self.wait_ready(timeout)
+        async with self._sign_lock:
+            new = SecretKey(os.urandom(32))
+            self.home.stage_next_key(new)
+            body = KeyRotationBody(
+                new_key=new.public_key,
+                counter_signature=new.sign(rotation_message(self.identity, new.public_key)),
+                by_recovery=True,
+            )
+            record, result = await self._sign_and_store(body, "", signer=recovery)
             self.home.commit_next_key()
             self.key = new
         await self._sent(result)

@@ -255,6 +255,11 @@ def build_document() -> dict[str, Any]:
         "/v1/keys/rotate": _signed_write(
             "Rotate this city's signing key (body: {})", None, api.KeyRotated
         ),
+        "/v1/keys/recover": _signed_write(
+            "Take the identity back with an offline recovery key (after a theft)",
+            api.KeyRecoverIn,
+            api.KeyRotated,
+        ),
         "/v1/records/{id}": {
             "get": {
                 "summary": "A raw signed record (envelope bytes exactly as received)",

@@ -14,8 +14,16 @@ from .config import CityConfig, Home, NodeConfig
 from .store import Store
 
 
-def init_home(home: Home, config: NodeConfig, *, now_ms: int | None = None) -> Record:
+def init_home(
+    home: Home,
+    config: NodeConfig,
+    *,
+    now_ms: int | None = None,
+    recovery: list[bytes] | None = None,
+) -> Record:
     """Write a new identity into ``home`` and sign its genesis city record (seq 1).
+
+    ``recovery``: public keys of the city's offline recovery keys, named in the genesis.
 
     Refuses to overwrite an existing identity (`ConfigError`). Offline and safe: a fresh key has
     no history anywhere, so seq 1 cannot fork.
@@ -26,6 +34,7 @@ def init_home(home: Home, config: NodeConfig, *, now_ms: int | None = None) -> R
         transport_seed=os.urandom(32),
         salt=os.urandom(16),
         token=secrets.token_urlsafe(32),
+        recovery=recovery,
     )
     key = home.load_key()
     transport = home.load_transport_key()

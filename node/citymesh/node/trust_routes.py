@@ -8,9 +8,17 @@ import msgspec
 from aiohttp import web
 
 from citymesh.protocol import api
-from citymesh.protocol.identity import fingerprint, identity_text, parse_public_key, public_key_text
+from citymesh.protocol.errors import ProtocolError
+from citymesh.protocol.identity import (
+    SecretKey,
+    fingerprint,
+    identity_text,
+    parse_public_key,
+    public_key_text,
+)
 from citymesh.protocol.records import CityBody, MembershipBody, NetworkBody, Policies
 
+from .daemon import RecoveryKeyError
 from .errors import ApiError
 from .keys import NODE
 from .routes import json_response, read_json
@@ -114,7 +122,33 @@ async def rotate(request: web.Request) -> web.Response:
     )
 
 
+async def recover(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    body = await read_json(request, api.KeyRecoverIn)
+    assert isinstance(body, api.KeyRecoverIn)
+    try:
+        recovery = SecretKey.from_text(body.recovery_key)
+    except ProtocolError as err:
+        raise ApiError(
+            422, "invalid", f"recovery_key: {err.message}", field="recovery_key"
+        ) from err
+    try:
+        record = await node.recover_key(recovery)
+    except RecoveryKeyError as err:
+        raise ApiError(422, "not_recovery_key", str(err), field="recovery_key") from err
+    return json_response(
+        api.KeyRotated(
+            key=public_key_text(node.key.public_key),
+            fingerprint=fingerprint(node.key.public_key),
+            seq=record.seq,
+            id=record.id.hex(),
+        ),
+        status=201,
+    )
+
+
 def add_trust_routes(app: web.Application) -> None:
     app.router.add_post("/v1/network", charter)
     app.router.add_post("/v1/network/members", member)
     app.router.add_post("/v1/keys/rotate", rotate)
+    app.router.add_post("/v1/keys/recover", recover)

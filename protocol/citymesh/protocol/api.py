@@ -709,6 +709,20 @@ class MemberIn(RequestStruct, frozen=True, kw_only=True):
     ] = None
 
 
+class KeyRecoverIn(RequestStruct, frozen=True, kw_only=True):
+    """POST /v1/keys/recover: take the identity back with an offline recovery key.
+
+    The seed is used once, to sign the rotation, and never stored by the node."""
+
+    recovery_key: Annotated[
+        str,
+        Meta(
+            pattern=r"^cmsk1[02-9ac-hj-np-z]{50,60}$",
+            description="A recovery key's secret text (cmsk1…), as `init --recovery-keys` wrote.",
+        ),
+    ]
+
+
 class KeyRotateIn(RequestStruct, frozen=True, kw_only=True):
     """POST /v1/keys/rotate: no fields; send ``{}`` (or no body at all)."""
 
@@ -756,6 +770,7 @@ REQUEST_TYPES: Final[tuple[type[Struct], ...]] = (
     NetworkIn,
     MemberIn,
     KeyRotateIn,
+    KeyRecoverIn,
     PracticeIn,
     PracticeQuery,
     RatingIn,

@@ -265,9 +265,12 @@ def _rebuild_below(
     state: str,
     now_ms: int,
     result: ApplyResult,
+    *,
+    only_applied: bool = False,
 ) -> None:
-    """Drop the author's derived state, mark its records from ``seq`` on with ``state`` and apply
-    the ones below again, in order (what is left is what a node that never saw the rest holds)."""
+    """Drop the author's derived state, mark its records from ``seq`` on with ``state`` (only the
+    applied ones with ``only_applied``: held ones are judged when their turn comes) and apply the
+    ones below again, in order (what is left is what a node that never saw the rest holds)."""
     for (ref,) in db.execute("SELECT ref FROM practices WHERE author = ?", (a.author,)).fetchall():
         unindex_practice(db, str(ref))
     touched = [
@@ -285,7 +288,8 @@ def _rebuild_below(
     for ref in touched:
         refresh_stats(db, ref)
     db.execute(
-        "UPDATE records SET state = ? WHERE author = ? AND seq >= ? AND state != 'evidence'",
+        "UPDATE records SET state = ? WHERE author = ? AND seq >= ? AND state != 'evidence'"
+        + (" AND state = 'applied'" if only_applied else ""),
         (state, a.author, seq),
     )
     db.execute(
@@ -331,6 +335,38 @@ def _may_sign(db: sqlite3.Connection, a: _Author, rec: Record) -> bool:
     if isinstance(rec.body, KeyRotationBody) and h.signer in recovery:
         return True
     return h.signer == _key_before(db, a, h.seq)
+
+
+RECOVERY_WINDOW_MS = 72 * 3_600_000
+"""How far back a recovery rotation overrides records signed with a stolen key (did:plc's
+window): a record at the same seq created at most this long before the recovery loses to it."""
+
+
+def _is_recovery(a: _Author, rec: Record) -> bool:
+    recovery = {a.recovery[i : i + 32] for i in range(0, len(a.recovery), 32)}
+    body = rec.body
+    return isinstance(body, KeyRotationBody) and body.by_recovery and rec.header.signer in recovery
+
+
+def _recovery_wins(a: _Author, recovery: Record, other: Record) -> bool:
+    """At one seq, a rotation by a genesis recovery key beats a record of the ordinary key
+    created within the window before it: the city took its identity back after a theft. The
+    same rule on every node, in any order of arrival."""
+    return (
+        _is_recovery(a, recovery)
+        and not _is_recovery(a, other)
+        and recovery.header.created - other.header.created <= RECOVERY_WINDOW_MS
+    )
+
+
+def _opened(record_id: bytes, envelope: bytes, result: ApplyResult) -> Record | None:
+    rec = result.batch.get(bytes(record_id))
+    if rec is not None:
+        return rec
+    try:
+        return open_envelope(bytes(envelope), now_ms=2**62)
+    except ProtocolError:
+        return None
 
 
 def _drop(db: sqlite3.Connection, record_id: bytes, result: ApplyResult) -> None:
@@ -446,6 +482,13 @@ def _release(db: sqlite3.Connection, a: _Author, now_ms: int, result: ApplyResul
             candidates.append(rec)
         if not candidates:
             return
+        if len(candidates) == 2 and a.applied_seq:
+            for winner, loser in (candidates, candidates[::-1]):
+                if _recovery_wins(a, winner, loser):
+                    _drop(db, loser.id, result)
+                    result.rejected["superseded"] += 1
+                    candidates = [winner]
+                    break
         if len(candidates) > 1:
             first, second = candidates[0], candidates[1]
             _freeze(db, a, a.applied_seq + 1, first.id, second.id, now_ms, result)
@@ -502,9 +545,19 @@ def apply_records(db: sqlite3.Connection, records: list[Record], *, now_ms: int)
                 result.rejected[ChainError.code] += 1
                 continue
             other = db.execute(
-                "SELECT id FROM records WHERE author = ? AND seq = ? AND state = 'applied'",
+                "SELECT id, envelope FROM records WHERE author = ? AND seq = ? AND state = 'applied'",
                 (h.author, h.seq),
             ).fetchone()
+            applied = _opened(other[0], other[1], result) if other else None
+            if applied is not None and _recovery_wins(a, applied, rec):
+                result.rejected["superseded"] += 1  # the city took its identity back here
+                continue
+            if applied is not None and _recovery_wins(a, rec, applied):
+                _rebuild_below(db, a, h.seq, "superseded", now_ms, result, only_applied=True)
+                _store(db, rec, "held", now_ms)
+                result.stored.append(rec)
+                _release(db, a, now_ms, result)
+                continue
             _store(db, rec, "evidence", now_ms)
             result.stored.append(rec)
             _freeze(db, a, h.seq, rec.id, other[0] if other else rec.id, now_ms, result)
