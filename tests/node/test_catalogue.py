@@ -87,7 +87,7 @@ async def test_bad_ratings_and_own_practice(make_city: MakeCity) -> None:
     _, published = await a.call("POST", "/v1/practices", PRACTICE)
     ref = published["ref"]
     status, err = await a.call("POST", f"/v1/practices/{ref}/ratings", {"score": 5})
-    assert (status, err["error"]["code"]) == (400, "own_practice")
+    assert (status, err["error"]["code"]) == (409, "own_practice")
     unknown = f"{b.identity}/no-such-practice"
     status, err = await a.call("POST", f"/v1/practices/{unknown}/ratings", {"score": 3})
     assert (status, err["error"]["code"], err["error"]["field"]) == (404, "unknown_practice", "ref")

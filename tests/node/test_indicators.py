@@ -98,23 +98,23 @@ async def test_person_level_and_bad_tables_are_refused(make_city: MakeCity) -> N
     a = await make_city("Mechelen", "BEL")
     person = preview_body([1] * 8)
     status, err = await a.call("POST", "/v1/indicators/preview", person)
-    assert (status, err["error"]["code"]) == (400, "not_aggregate")
+    assert (status, err["error"]["code"]) == (422, "not_aggregate")
     assert "person" in err["error"]["message"]
     extra = preview_body([20] * 8)
     extra["rows"][0]["dims"]["NAME"] = "Ana"
     status, err = await a.call("POST", "/v1/indicators/preview", extra)
-    assert status == 400 and "personal data" in err["error"]["message"]
+    assert status == 422 and "personal data" in err["error"]["message"]
     unknown = {**preview_body([20] * 8), "code": "NO_SUCH"}
     status, err = await a.call("POST", "/v1/indicators/preview", unknown)
     assert (status, err["error"]["code"], err["error"]["field"]) == (
-        400,
+        422,
         "unknown_indicator",
         "code",
     )
     no_attest = publish_body([20] * 8)
     no_attest["attestation"]["aggregate_only"] = False
     status, err = await a.call("POST", "/v1/indicators", no_attest)
-    assert status == 400
+    assert (status, err["error"]["code"]) == (422, "attestation")
     _, tables = await a.call("GET", "/v1/indicators")
     assert tables["items"] == [], "nothing was published"
 

@@ -890,11 +890,11 @@ async def test_http_search_matches_direct_search(
                 )
                 assert refs(second) == refs(direct2), case
                 assert not set(refs(second)) & set(refs(page))
-        # A cursor the node did not issue is a 400 naming the field.
+        # A cursor the node did not issue is a 422 naming the field.
         bad = await client.get(
             "/v1/practices", params={"sort": "title", "cursor": "AAAA"}, headers=headers
         )
-        assert bad.status == 400
+        assert bad.status == 422
         assert (await bad.json())["error"]["field"] == "cursor"
     finally:
         db.close()

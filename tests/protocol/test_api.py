@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from citymesh.protocol import api
 from citymesh.protocol.codec import encode as canonical_encode
-from citymesh.protocol.errors import InvalidRecordError
+from citymesh.protocol.errors import BadIdentityError, InvalidRecordError
 from citymesh.protocol.identity import identity_text
 from citymesh.protocol.records import (
     DisclosureMethod,
@@ -116,7 +116,7 @@ def test_replication_example_decodes_and_mentor_text_becomes_bytes() -> None:
 def test_replication_with_a_mistyped_mentor_names_the_field() -> None:
     typo = identity_text(MENTOR)[:-1] + ("q" if identity_text(MENTOR)[-1] != "q" else "p")
     r = msgspec.json.decode(_json(REPLICATION_JSON, mentor=typo), type=api.ReplicationIn)
-    with pytest.raises(InvalidRecordError) as caught:
+    with pytest.raises(BadIdentityError) as caught:
         api.replication_body(r)
     assert caught.value.field == "mentor"
 
@@ -351,10 +351,11 @@ def test_ref_round_trip_property(author: bytes, addr: str) -> None:
     ],
 )
 def test_malformed_refs_are_refused_clearly(text: str, says: str) -> None:
-    with pytest.raises(InvalidRecordError) as caught:
+    with pytest.raises((InvalidRecordError, BadIdentityError)) as caught:
         api.parse_ref(text)
     assert caught.value.field == "ref"
-    assert caught.value.code == "invalid"
+    # The identity part failing (checksum, prefix) is bad_identity; the rest is invalid.
+    assert caught.value.code == ("bad_identity" if says in ("checksum", "cmid1") else "invalid")
     assert says in caught.value.message
 
 

@@ -16,8 +16,8 @@ from .catalogue_routes import add_catalogue_routes
 from .config import Home, NodeConfig
 from .daemon import Node
 from .indicators import add_indicator_routes
-from .keys import CURSOR_KEY, NODE, READER, TOKEN
-from .middlewares import auth, errors
+from .keys import BODY_TIMEOUT, CURSOR_KEY, MAX_BODY, NODE, READER, TOKEN
+from .middlewares import BODY_TIMEOUT_S, auth, body_deadline, errors
 from .openapi import add_openapi
 from .reader import Reader
 from .routes import add_routes
@@ -28,7 +28,11 @@ from .trust_routes import add_trust_routes
 def create_app(
     home: Home, config: NodeConfig, *, relays: list[str] | None = None
 ) -> web.Application:
-    app = web.Application(middlewares=[errors, auth], client_max_size=config.max_body_bytes)
+    app = web.Application(
+        middlewares=[errors, auth, body_deadline], client_max_size=config.max_body_bytes
+    )
+    app[MAX_BODY] = config.max_body_bytes
+    app[BODY_TIMEOUT] = BODY_TIMEOUT_S
     app[TOKEN] = home.load_token()
     app[CURSOR_KEY] = hashlib.sha256(b"citymesh/cursor-key\x00" + os.urandom(32)).digest()
 

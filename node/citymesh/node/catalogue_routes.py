@@ -10,12 +10,12 @@ from citymesh.protocol.records import RetractionBody
 from .cities import city_detail, list_cities
 from .errors import ApiError
 from .keys import CURSOR_KEY, NODE, READER
-from .routes import json_response, read_json
+from .routes import json_response, path_param, read_json
 
 
 def _practice_ref(request: web.Request) -> tuple[bytes, str, str]:
-    author_text = request.match_info["author"]
-    author, addr = api.parse_ref(f"{author_text}/{request.match_info['addr']}")
+    author_text = path_param(request, "author")
+    author, addr = api.parse_ref(f"{author_text}/{path_param(request, 'addr')}")
     return author, addr, api.format_ref(author, addr)
 
 
@@ -31,7 +31,7 @@ async def _require_practice(request: web.Request, author: bytes, addr: str, ref:
 
 def _refuse_own(request: web.Request, author: bytes, what: str) -> None:
     if author == request.app[NODE].identity:
-        raise ApiError(400, "own_practice", f"a city cannot {what} its own practice", field="ref")
+        raise ApiError(409, "own_practice", f"a city cannot {what} its own practice", field="ref")
 
 
 async def rate(request: web.Request) -> web.Response:
@@ -80,7 +80,7 @@ async def cities(request: web.Request) -> web.Response:
 
 async def city(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    author = api.identity_from_text(request.match_info["key"], field="key")
+    author = api.identity_from_text(path_param(request, "key"), field="key")
     detail = await request.app[READER].run(
         city_detail, author, own=node.identity, cursor_key=request.app[CURSOR_KEY]
     )

@@ -61,7 +61,7 @@ def _definition(code: str) -> IndicatorDef:
     defn = CATALOGUE.get(code)
     if defn is None:
         raise ApiError(
-            400, "unknown_indicator", f"no indicator {code!r} in the catalogue", field="code"
+            422, "unknown_indicator", f"no indicator {code!r} in the catalogue", field="code"
         )
     return defn
 
@@ -74,7 +74,7 @@ def _rows(defn: IndicatorDef, body: api.IndicatorPreviewIn) -> list[Row]:
         field = "rows" if err.row is None else f"rows[{err.row - 1}]"
         if err.column:
             field += f".{err.column}"
-        raise ApiError(400, "not_aggregate", err.message, field=field) from err
+        raise ApiError(422, "not_aggregate", err.message, field=field) from err
 
 
 def previous_pattern(
@@ -154,7 +154,7 @@ async def publish(request: web.Request) -> web.Response:
     assert isinstance(body, api.IndicatorPublishIn)
     if not body.attestation.aggregate_only:
         raise ApiError(
-            400,
+            422,
             "attestation",
             "attest that the table holds aggregates only",
             field="attestation.aggregate_only",

@@ -5,6 +5,7 @@ Every error leaves as ``{"error": {"code", "message", "field"}}`` with a 4xx sta
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
@@ -17,7 +18,7 @@ from citymesh.protocol.errors import ProtocolError
 
 from .daemon import NotReadyError, RateLimitedError
 from .errors import ApiError
-from .keys import TOKEN
+from .keys import BODY_TIMEOUT, MAX_BODY, TOKEN
 from .sync_routes import SYNC_PATHS
 
 log = logging.getLogger("citymesh.http")
@@ -89,6 +90,33 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 def _keep_headers(exc: web.HTTPException) -> dict[str, str]:
     return {k: v for k, v in exc.headers.items() if k in ("Allow", "WWW-Authenticate")}
+
+
+BODY_TIMEOUT_S = 30.0
+
+
+@web.middleware
+async def body_deadline(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Read the whole body, within the size limit and a deadline, before any handler runs.
+
+    A declared length over the limit is refused before reading (413); a body that does not
+    arrive within `BODY_TIMEOUT` seconds (a client sending a byte a second) gets 408 and the
+    connection is closed. Handlers then read the buffered body.
+    """
+    if not request.body_exists:
+        return await handler(request)
+    if (request.content_length or 0) > request.app[MAX_BODY]:
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=request.app[MAX_BODY], actual_size=request.content_length or 0
+        )
+    try:
+        async with asyncio.timeout(request.app[BODY_TIMEOUT]):
+            await request.read()
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(
+            reason="the request body did not arrive in time", headers={"Connection": "close"}
+        ) from None
+    return await handler(request)
 
 
 @web.middleware

@@ -24,23 +24,50 @@ def _json(t: type[msgspec.Struct], description: str) -> dict[str, Any]:
 
 
 ERRORS = {
-    "400": _json(api.ErrorResponse, "Bad input: the error names the field and the reason."),
+    "400": _json(
+        api.ErrorResponse,
+        "Input this document refuses (malformed JSON, a type, pattern, range, code list, a "
+        "missing or unknown field): the error names the field and the reason.",
+    ),
     "401": _json(api.ErrorResponse, "Missing or wrong bearer token."),
+    "422": _json(
+        api.ErrorResponse,
+        "Input this document accepts but a rule it states only in words refuses: an identity "
+        "or key whose checksum fails or that is no valid key (bad_identity, bad_key), a cursor "
+        "this node did not issue for this query (invalid, field cursor), an indicator not in "
+        "the catalogue or rows the disclosure firewall refuses (unknown_indicator, "
+        "not_aggregate, attestation), a member city with no profile here and no name "
+        "(unknown_city), a record the protocol refuses once encoded (e.g. too_large).",
+    ),
 }
 
 
+EMPTY = {"type": "string", "maxLength": 0, "description": "Empty: as if left out."}
+LIMITED = _json(
+    api.ErrorResponse,
+    "Signing now would break the followed network's records-per-hour limit (rate_limited); "
+    "retry after the Retry-After seconds.",
+)
+
+
 def _query_params(t: type[msgspec.Struct], schemas: dict[str, Any]) -> list[dict[str, Any]]:
+    """Query parameters of a query Struct; an empty value counts as left out (``?q=&sector=``,
+    as a form sends them), and the schema says so."""
     props = schemas[t.__name__].get("properties", {})
     return [
-        {"name": name, "in": "query", "required": False, "schema": schema}
+        {"name": name, "in": "query", "required": False, "schema": {"anyOf": [schema, EMPTY]}}
         for name, schema in props.items()
     ]
 
 
-def _path_param(name: str, description: str, pattern: str | None = None) -> dict[str, Any]:
+def _path_param(
+    name: str, description: str, pattern: str | None = None, fmt: str | None = None
+) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "string"}
     if pattern:
         schema["pattern"] = pattern
+    if fmt:
+        schema["format"] = fmt
     return {
         "name": name,
         "in": "path",
@@ -64,9 +91,11 @@ def _write_about_practice(
             "responses": {
                 "201": _json(api.Published, "Signed, stored and queued for every relay."),
                 "404": _json(api.ErrorResponse, "No such practice here (or retracted)."),
+                "409": _json(api.ErrorResponse, "The practice is this city's own (own_practice)."),
                 "413": _json(api.ErrorResponse, "Body over the size limit."),
                 "415": _json(api.ErrorResponse, "Body is not application/json."),
                 "503": _json(api.ErrorResponse, "Not ready to sign yet; retry."),
+                "429": LIMITED,
                 **ERRORS,
             },
         }
@@ -74,18 +103,21 @@ def _write_about_practice(
 
 
 def _signed_write(
-    summary: str, body: type[msgspec.Struct] | None, result: type[msgspec.Struct]
+    summary: str, body: type[msgspec.Struct], result: type[msgspec.Struct], *, required: bool = True
 ) -> dict[str, Any]:
-    schema: dict[str, Any] = _ref(body) if body is not None else {"type": "object"}
     return {
         "post": {
             "summary": summary,
-            "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
+            "requestBody": {
+                "required": required,
+                "content": {"application/json": {"schema": _ref(body)}},
+            },
             "responses": {
                 "201": _json(result, "Signed, stored and queued for every relay."),
                 "413": _json(api.ErrorResponse, "Body over the size limit."),
                 "415": _json(api.ErrorResponse, "Body is not application/json."),
                 "503": _json(api.ErrorResponse, "Not ready to sign yet; retry."),
+                "429": LIMITED,
                 **ERRORS,
             },
         }
@@ -97,7 +129,14 @@ def build_document() -> dict[str, Any]:
     for schema in schemas.values():
         if "description" in schema:
             schema["description"] = inspect.cleandoc(schema["description"])
-    author = _path_param("author", "Author identity (cmid1…)", r"^cmid1[02-9ac-hj-np-z]{38}$")
+    for name, rules in api.SCHEMA_RULES.items():
+        schemas[name].update(rules)
+    author = _path_param(
+        "author",
+        "Author identity (cmid1…)",
+        r"^cmid1[02-9ac-hj-np-z]{38}$",
+        api.IDENTITY_FORMAT,
+    )
     addr = _path_param("addr", "Practice slug", r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
     paths: dict[str, Any] = {
         "/healthz": {
@@ -130,6 +169,7 @@ def build_document() -> dict[str, Any]:
                     "413": _json(api.ErrorResponse, "Body over the size limit."),
                     "415": _json(api.ErrorResponse, "Body is not application/json."),
                     "503": _json(api.ErrorResponse, "Not ready to sign yet; retry."),
+                    "429": LIMITED,
                     **ERRORS,
                 },
             },
@@ -161,6 +201,7 @@ def build_document() -> dict[str, Any]:
                     "403": _json(api.ErrorResponse, "Not this city's practice."),
                     "404": _json(api.ErrorResponse, "Not held here (or retracted)."),
                     "503": _json(api.ErrorResponse, "Not ready to sign yet; retry."),
+                    "429": LIMITED,
                     **ERRORS,
                 },
             },
@@ -185,7 +226,12 @@ def build_document() -> dict[str, Any]:
             "get": {
                 "summary": "One city: profile, memberships, record counts, practices",
                 "parameters": [
-                    _path_param("key", "City identity (cmid1…)", r"^cmid1[02-9ac-hj-np-z]{38}$")
+                    _path_param(
+                        "key",
+                        "City identity (cmid1…)",
+                        r"^cmid1[02-9ac-hj-np-z]{38}$",
+                        api.IDENTITY_FORMAT,
+                    )
                 ],
                 "responses": {
                     "200": _json(api.CityDetail, "The city."),
@@ -242,6 +288,7 @@ def build_document() -> dict[str, Any]:
                     "413": _json(api.ErrorResponse, "Body over the size limit."),
                     "415": _json(api.ErrorResponse, "Body is not application/json."),
                     "503": _json(api.ErrorResponse, "Not ready to sign yet; retry."),
+                    "429": LIMITED,
                     **ERRORS,
                 },
             },
@@ -253,7 +300,10 @@ def build_document() -> dict[str, Any]:
             "Admit, update or revoke a member city (stewards)", api.MemberIn, api.Published
         ),
         "/v1/keys/rotate": _signed_write(
-            "Rotate this city's signing key (body: {})", None, api.KeyRotated
+            "Rotate this city's signing key (body: {} or none)",
+            api.KeyRotateIn,
+            api.KeyRotated,
+            required=False,
         ),
         "/v1/keys/recover": _signed_write(
             "Take the identity back with an offline recovery key (after a theft)",

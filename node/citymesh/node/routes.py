@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+from typing import Any
 
 import msgspec
 from aiohttp import web
 
 from citymesh.protocol import PROTOCOL_VERSION, api
 from citymesh.protocol.identity import fingerprint, identity_text, public_key_text
-from citymesh.protocol.records import Record
+from citymesh.protocol.records import Record, Slug
 
 from . import queries, trust_view
 from .daemon import EMBEDDED, Node
+from .errors import ApiError
 from .keys import CURSOR_KEY, NODE, READER
 from .search import search_practices
 
@@ -34,9 +36,51 @@ async def read_json(request: web.Request, type_: type[msgspec.Struct]) -> object
         raise web.HTTPUnsupportedMediaType(reason="send the body as application/json")
     body = await request.read()
     try:
-        return msgspec.json.decode(body, type=type_)
+        try:
+            return msgspec.json.decode(body, type=type_)
+        except msgspec.ValidationError as err:
+            # JSON has one number type: 13.0 is the integer 13 (JSON Schema agrees), but msgspec
+            # refuses a float where an int belongs. Retry with integral floats as ints.
+            try:
+                value, changed = _integral_floats_as_ints(msgspec.json.decode(body))
+            except (msgspec.DecodeError, RecursionError):
+                raise err from None
+            if not changed:
+                raise
+            return msgspec.convert(value, type_)
     except UnicodeDecodeError as err:  # msgspec raises it (not DecodeError) for bad UTF-8
         raise msgspec.DecodeError(f"body is not UTF-8: {err.reason}") from None
+
+
+def _integral_floats_as_ints(value: object) -> tuple[object, bool]:
+    if isinstance(value, float) and value.is_integer():
+        return int(value), True
+    if isinstance(value, list):
+        items = [_integral_floats_as_ints(v) for v in value]
+        return [v for v, _ in items], any(c for _, c in items)
+    if isinstance(value, dict):
+        pairs = {k: _integral_floats_as_ints(v) for k, v in value.items()}
+        return {k: v for k, (v, _) in pairs.items()}, any(c for _, c in pairs.values())
+    return value, False
+
+
+_PATH_TYPES: dict[str, Any] = {
+    "author": api.IdentityText,
+    "key": api.IdentityText,
+    "addr": Slug,
+    "id": api.HexId,
+}
+
+
+def path_param(request: web.Request, name: str) -> str:
+    """A path parameter checked against the type the OpenAPI document gives it (400 if not);
+    rules the document states only in words (checksums) are the parsers' (422)."""
+    value = request.match_info[name]
+    try:
+        return str(msgspec.convert(value, _PATH_TYPES[name]))
+    except msgspec.ValidationError as err:
+        message = str(err).split(" - at `", 1)[0]
+        raise ApiError(400, "invalid", f"{name}: {message}", field=name) from None
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -106,9 +150,8 @@ async def list_practices(request: web.Request) -> web.Response:
 
 async def practice_detail(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    author = api.identity_from_text(request.match_info["author"])
-    addr = request.match_info["addr"]
-    api.parse_ref(f"{request.match_info['author']}/{addr}")
+    author_text, addr = path_param(request, "author"), path_param(request, "addr")
+    author = api.identity_from_text(author_text)
     today = datetime.datetime.now(datetime.UTC).date()
     detail = await request.app[READER].run(
         queries.practice_detail, author, addr, own=node.identity, today=today
@@ -119,7 +162,7 @@ async def practice_detail(request: web.Request) -> web.Response:
 
 
 async def raw_record(request: web.Request) -> web.Response:
-    record_id = api.parse_record_id(request.match_info["id"])
+    record_id = api.parse_record_id(path_param(request, "id"))
     envelope = await request.app[READER].run(queries.raw_record, record_id)
     if envelope is None:
         raise web.HTTPNotFound(reason="no such record here")

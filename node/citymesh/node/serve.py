@@ -12,7 +12,11 @@ from citymesh.protocol.identity import identity_text
 
 from .app import create_app
 from .config import Home, NodeConfig
-from .keys import NODE
+from .keys import BODY_TIMEOUT, NODE
+from .middlewares import BODY_TIMEOUT_S
+
+HEADER_TIMEOUT_S = 20.0
+"""Seconds a new connection has to send a complete request head; idle keep-alive limit too."""
 
 
 async def serve(
@@ -25,10 +29,22 @@ async def serve(
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
     quiet: bool = False,
+    header_timeout_s: float = HEADER_TIMEOUT_S,
+    body_timeout_s: float = BODY_TIMEOUT_S,
 ) -> None:
     """Start node and API; print where they are; run until a signal (or ``stop`` is set)."""
     app = create_app(home, config, relays=relays)
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+    app[BODY_TIMEOUT] = body_timeout_s
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handler_cancellation=True,
+        # aiohttp runs the keep-alive timer from the moment a connection opens and closes it if
+        # no complete request head has arrived by then: this is the slowloris deadline, and the
+        # idle time of a kept-alive connection (above aiohttp clients' own 15 s).
+        keepalive_timeout=header_timeout_s,
+        lingering_time=2.0,
+    )
     await runner.setup()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

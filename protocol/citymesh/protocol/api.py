@@ -49,7 +49,7 @@ from .codes import (
     SourceType,
     TargetGroup,
 )
-from .errors import InvalidRecordError, ProtocolError
+from .errors import BadIdentityError, InvalidRecordError, ProtocolError
 from .identity import identity_text, parse_identity
 from .records import (
     Attestation,
@@ -704,7 +704,7 @@ class MemberIn(RequestStruct, frozen=True, kw_only=True):
     ] = None
     reason: Short = ""
     until_seq: Annotated[
-        int | None,
+        Annotated[int, Meta(ge=0, le=2**53 - 1)] | None,
         Meta(description="With status revoked: default the member's latest seq held here."),
     ] = None
 
@@ -852,7 +852,7 @@ def rating_body(r: RatingIn) -> RatingBody:
 def replication_body(r: ReplicationIn) -> ReplicationBody:
     """The record body to sign; the mentor's identity text becomes its bytes.
 
-    Raises `InvalidRecordError` (field ``mentor``) if the identity text is not valid.
+    Raises `BadIdentityError` (field ``mentor``) if the identity text is not valid.
     """
     fields = msgspec.structs.asdict(r)
     if r.mentor is not None:
@@ -872,11 +872,11 @@ MAX_REF_TEXT: Final = 200
 
 
 def identity_from_text(text: str, *, field: str = "author") -> bytes:
-    """Parse identity text from a request; raise `InvalidRecordError` naming ``field``."""
+    """Parse identity text from a request; raise `BadIdentityError` naming ``field``."""
     try:
         return parse_identity(text)
     except ProtocolError as err:
-        raise InvalidRecordError(f"{field}: {err.message}", field=field) from err
+        raise BadIdentityError(f"{field}: {err.message}", field=field) from err
 
 
 def format_ref(author: bytes, addr: str) -> str:
@@ -912,7 +912,7 @@ def parse_ref(text: str) -> tuple[bytes, str]:
     try:
         author = parse_identity(author_text)
     except ProtocolError as err:
-        raise InvalidRecordError(f"practice ref: {err.message}", field="ref") from err
+        raise BadIdentityError(f"practice ref: {err.message}", field="ref") from err
     if not _SLUG.match(addr):
         raise InvalidRecordError(
             f"practice ref: {addr[:80]!r} is not a slug (lowercase letters, digits, inner "

@@ -57,9 +57,16 @@ Lang = Annotated[str, Meta(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?(?!\n)$", ma
 NetworkName = Annotated[str, Meta(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?(?!\n)$")]
 Slug = Annotated[str, Meta(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?(?!\n)$")]
 Country = Annotated[str, Meta(pattern=r"^[A-Z]{3}(?!\n)$")]
-Mailbox = Annotated[str, Meta(pattern=r"^[^@\s]{1,64}@[^@\s]{1,188}(?!\n)$", max_length=254)]
-Url = Annotated[str, Meta(pattern=r"^https?://[^\s]{1,490}(?!\n)$", max_length=500)]
-RelayUrl = Annotated[str, Meta(pattern=r"^(nats|tls|wss?)://[^\s]{1,250}(?!\n)$", max_length=260)]
+# Whitespace spelled out, never `\s`: Python's `\s` also takes \x1c-\x1f and \x85, ECMA-262's
+# also takes \ufeff; this class is their union, so both engines refuse the same characters.
+_SPACE = r"\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+Mailbox = Annotated[
+    str, Meta(pattern=rf"^[^@{_SPACE}]{{1,64}}@[^@{_SPACE}]{{1,188}}(?!\n)$", max_length=254)
+]
+Url = Annotated[str, Meta(pattern=rf"^https?://[^{_SPACE}]{{1,490}}(?!\n)$", max_length=500)]
+RelayUrl = Annotated[
+    str, Meta(pattern=rf"^(nats|tls|wss?)://[^{_SPACE}]{{1,250}}(?!\n)$", max_length=260)
+]
 Spdx = Annotated[
     str, Meta(pattern=r"^[A-Za-z0-9.+()-]{1,64}( (AND|OR|WITH) [A-Za-z0-9.+()-]{1,64}){0,3}(?!\n)$")
 ]
