@@ -136,6 +136,8 @@ class NetworkScreen(BaseScreen[None]):
                 flags.append("this node")
             if city.unverified:
                 flags.append("unverified")
+            if city.revoked:
+                flags.append("revoked")
             member = ", ".join(
                 f"{m.network}{'' if m.status == 'active' else ' (revoked)'}"
                 for m in city.memberships
@@ -147,13 +149,17 @@ class NetworkScreen(BaseScreen[None]):
                 Text(str(city.practices)),
                 Text(member),
                 Text(when(city.updated, today)),
-                Text(", ".join(flags), "yellow" if city.unverified else "dim"),
+                Text(", ".join(flags), "yellow" if city.unverified or city.revoked else "dim"),
                 key=city.identity,
             )
         records = self.query_one("#records", DataTable)
         records.clear()
         for kind, n in sorted(status.records.items()):
             records.add_row(Text(kind), Text(str(n)))
+        if status.unverified:
+            records.add_row(
+                Text("unverified", "yellow"), Text(str(status.unverified))
+            )
         rejected = self.query_one("#rejected", DataTable)
         rejected.clear()
         if not status.rejected:

@@ -134,6 +134,10 @@ class PracticeScreen(BaseScreen[None]):
         self.query_one("#versions", Static).update(Content.assemble(*versions))
         contact = detail.practice.contact
         text: list[str | tuple[str, str]] = [(contact.role_mailbox, "bold")]
+        if detail.unverified:
+            text.append(("\nunverified: not a member of your networks", "$warning"))
+        elif detail.revoked:
+            text.append(("\nmembership since revoked", "$warning"))
         if contact.role:
             text.append(f"\n{contact.role}")
         if contact.languages:

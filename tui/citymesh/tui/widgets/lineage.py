@@ -28,6 +28,8 @@ def replication_label(rep: api.ReplicationItem, *, own: bool = False) -> Text:
     text = Text.assemble((rep.city or "unknown city", "bold"))
     if own:
         text.append(" (you)", "italic")
+    if rep.unverified:
+        text.append(" (unverified)", "yellow")
     text.append(f" · {rep.status}")
     if rep.outcome is not None:
         worked = rep.outcome.worked
@@ -70,6 +72,10 @@ class LineageTree(Tree[str | None]):
             own = own_identity is not None and rep.author == own_identity
             node = this.add(replication_label(rep, own=own), data=None, expand=False)
             node.add_leaf(Text(labels.RELATION.get(rep.relation, rep.relation)))
+            if rep.unverified:
+                node.add_leaf(Text("unverified city: not counted as evidence", "yellow"))
+            elif rep.revoked:
+                node.add_leaf(Text("membership since revoked", "yellow"))
             if rep.outcome is not None:
                 node.add_leaf(Text(f"outcome: {labels.WORKED.get(rep.outcome.worked, '?')}"))
             if rep.start:

@@ -34,6 +34,8 @@ class PracticePreview(Static):
         ]
         if item.unverified:
             parts.append(("\nUnverified: the author is not a member of your networks.", "$warning"))
+        elif item.revoked:
+            parts.append(("\nThe author's membership was revoked since.", "$warning"))
         if item.summary:
             parts += ["\n", item.summary]
         parts += [
