@@ -160,3 +160,55 @@ async def test_a_node_will_not_sign_past_the_networks_hourly_limit(make_node: Ma
     await wait_for(steward_has_all)
     _, status = await steward.call("GET", "/v1/status")
     assert "rate_limited" not in status["rejected"]
+
+
+async def test_a_city_that_lost_its_key_is_re_admitted_and_linked(
+    make_node: MakeFollower,
+) -> None:
+    steward = await make_node("Brussels", "BEL")
+    follower = await make_node("Lyon", "FRA", follow=[steward.identity])
+    lost = await make_node("Ghent", "BEL")
+    await ok(steward, "POST", "/v1/network", {"title": "Cities", "stewards": [steward.identity]})
+    await ok(steward, "POST", "/v1/network/members", {"member": lost.identity, "city": "Ghent"})
+    ref = (await ok(lost, "POST", "/v1/practices", PRACTICE))["ref"]
+    await wait_for(lambda: follower_has(follower, ref))
+    # Ghent loses its key: a new node, a new identity; the steward revokes the old one and
+    # re-admits the city under the new one, naming the identity it replaces
+    again = await make_node("Ghent", "BEL")
+    await ok(
+        steward,
+        "POST",
+        "/v1/network/members",
+        {"member": lost.identity, "status": "revoked", "reason": "key lost"},
+    )
+    await ok(
+        steward,
+        "POST",
+        "/v1/network/members",
+        {"member": again.identity, "city": "Ghent", "replaces": lost.identity},
+    )
+    # a malformed link is refused and signs nothing
+    status, err = await steward.call(
+        "POST",
+        "/v1/network/members",
+        {"member": again.identity, "city": "Ghent", "replaces": "cmid1nope"},
+    )
+    assert status == 400 and err["error"]["field"] == "replaces"
+
+    async def linked() -> bool:
+        _, new = await follower.call("GET", f"/v1/cities/{again.identity}")
+        _, old = await follower.call("GET", f"/v1/cities/{lost.identity}")
+        return new.get("continues") == lost.identity and old.get("continued_by") == again.identity
+
+    await wait_for(linked)
+    _, old = await follower.call("GET", f"/v1/cities/{lost.identity}")
+    assert old["revoked"] and not old["unverified"]
+    # the old identity's practice, published before the revocation, still counts and shows
+    detail = await ok(follower, "GET", f"/v1/practices/{ref}")
+    assert detail["revoked"] and not detail["unverified"]
+    listed = {c["identity"]: c for c in (await ok(follower, "GET", "/v1/cities"))["items"]}
+    assert listed[again.identity]["continues"] == lost.identity
+
+
+async def follower_has(city: City, ref: str) -> bool:
+    return (await city.call("GET", f"/v1/practices/{ref}"))[0] == 200

@@ -30,6 +30,7 @@ def list_cities(db: sqlite3.Connection, *, own: bytes) -> api.CityList:
         author = bytes(raw_author)
         profile = _city_decoder.decode(body) if body else None
         flag = flags[author]
+        continues, continued_by = trust_view.links(db, author)
         items.append(
             api.CityItem(
                 identity=identity_text(author),
@@ -42,6 +43,8 @@ def list_cities(db: sqlite3.Connection, *, own: bytes) -> api.CityList:
                 updated=api.utc_from_ms(int(created)) if created is not None else None,
                 own=author == own,
                 memberships=trust_view.memberships(db, author),
+                continues=continues,
+                continued_by=continued_by,
                 unverified=flag.unverified,
                 revoked=flag.revoked,
             )
@@ -59,6 +62,7 @@ def city_detail(
         return None
     seq, key, frozen = row
     flag = trust_view.mark(db, author)
+    continues, continued_by = trust_view.links(db, author)
     current = db.execute(
         "SELECT body, created FROM current WHERE author = ? AND kind = 'city' AND addr = ''",
         (author,),
@@ -88,6 +92,8 @@ def city_detail(
         own=author == own,
         equivocated=frozen is not None,
         memberships=trust_view.memberships(db, author),
+        continues=continues,
+        continued_by=continued_by,
         unverified=flag.unverified,
         revoked=flag.revoked,
     )

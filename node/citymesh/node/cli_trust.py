@@ -95,11 +95,23 @@ def _membership(home: Path | None, body: dict[str, object]) -> api.Published:
     default=None,
     help="The city's relay login key, cmpk1… (default: the one its profile names).",
 )
+@click.option(
+    "--replaces",
+    default=None,
+    help="Re-admitting a city that lost its key: the identity it had before (cmid1…).",
+)
 def admit(
-    home: Path | None, identity: str, city: str | None, role: str, transport_key: str | None
+    home: Path | None,
+    identity: str,
+    city: str | None,
+    role: str,
+    transport_key: str | None,
+    replaces: str | None,
 ) -> None:
     """Admit a city: sign its membership."""
     body: dict[str, object] = {"member": identity, "role": role}
+    if replaces:
+        body["replaces"] = replaces
     if city:
         body["city"] = city
     if transport_key:

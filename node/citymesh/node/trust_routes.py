@@ -92,6 +92,9 @@ async def member(request: web.Request) -> web.Response:
             valid_from=int(time.time() * 1000),
             reason=body.reason,
             until_seq=until_seq,
+            replaces=api.identity_from_text(body.replaces, field="replaces")
+            if body.replaces
+            else None,
         ),
         addr=body.member,
     )

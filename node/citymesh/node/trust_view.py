@@ -90,3 +90,27 @@ def memberships(db: sqlite3.Connection, member: bytes) -> list[api.MembershipInf
             )
         )
     return out
+
+
+def links(db: sqlite3.Connection, city: bytes) -> tuple[str | None, str | None]:
+    """(the identity ``city`` continues, the identity it is continued by), from re-admissions
+    (``replaces``) that stewards of followed networks signed."""
+    stewards = {
+        (str(n), bytes(s))
+        for n, s in db.execute(
+            "SELECT DISTINCT network, member FROM standings WHERE role = 'steward'"
+        )
+    }
+    continues = continued_by = None
+    for issuer, addr, body in db.execute(
+        "SELECT author, addr, body FROM current WHERE kind = 'membership' AND retracted = 0"
+        ' AND body LIKE \'%"replaces":"%\''
+    ):
+        m = _membership.decode(body)
+        if m.replaces is None or (m.network, bytes(issuer)) not in stewards:
+            continue
+        if m.member == city:
+            continues = identity_text(m.replaces)
+        elif m.replaces == city:
+            continued_by = str(addr)
+    return continues, continued_by

@@ -490,6 +490,13 @@ class CityItem(ApiStruct, frozen=True, kw_only=True):
     memberships: list[MembershipInfo] = []
     practices: Count = 0
     updated: UtcTime | None = None
+    continues: Annotated[
+        IdentityText | None,
+        Meta(description="The identity this city had before a steward re-admitted it."),
+    ] = None
+    continued_by: Annotated[
+        IdentityText | None, Meta(description="The identity this city was re-admitted under.")
+    ] = None
     own: bool = False
     unverified: bool = False
     revoked: Annotated[
@@ -518,6 +525,13 @@ class CityDetail(ApiStruct, frozen=True, kw_only=True):
     records: Annotated[dict[Kind, Count], Meta(description="Records held, by kind.")] = {}
     practices: list[PracticeItem] = []
     updated: UtcTime | None = None
+    continues: Annotated[
+        IdentityText | None,
+        Meta(description="The identity this city had before a steward re-admitted it."),
+    ] = None
+    continued_by: Annotated[
+        IdentityText | None, Meta(description="The identity this city was re-admitted under.")
+    ] = None
     own: bool = False
     unverified: bool = False
     revoked: Annotated[
@@ -706,6 +720,13 @@ class MemberIn(RequestStruct, frozen=True, kw_only=True):
     until_seq: Annotated[
         Annotated[int, Meta(ge=0, le=2**53 - 1)] | None,
         Meta(description="With status revoked: default the member's latest seq held here."),
+    ] = None
+    replaces: Annotated[
+        IdentityText | None,
+        Meta(
+            description="Re-admitting a city that lost its key: the identity it had before "
+            "(nodes show the two as one city's)."
+        ),
     ] = None
 
 
