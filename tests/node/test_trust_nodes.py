@@ -17,6 +17,7 @@ from citymesh.node.natsserver import NatsServer
 
 from .conftest import City, MakeHome, wait_for
 from .test_catalogue import PRACTICE
+from .test_indicators import preview_body
 
 MakeFollower = Callable[..., Awaitable[City]]
 
@@ -212,3 +213,34 @@ async def test_a_city_that_lost_its_key_is_re_admitted_and_linked(
 
 async def follower_has(city: City, ref: str) -> bool:
     return (await city.call("GET", f"/v1/practices/{ref}"))[0] == 200
+
+
+async def test_the_networks_disclosure_threshold_is_a_floor(make_node: MakeFollower) -> None:
+    steward = await make_node("Brussels", "BEL")
+    await ok(
+        steward,
+        "POST",
+        "/v1/network",
+        {"title": "Cities", "stewards": [steward.identity], "min_count_threshold": 50},
+    )
+    member = await make_node("Lyon", "FRA", follow=[steward.identity])
+    open_node = await make_node("Elsewhere", "NLD")
+
+    async def follows() -> bool:
+        status = await ok(member, "GET", "/v1/status")
+        return "network" in status["records"]
+
+    await wait_for(follows)
+    counts = [30, 120, 45, 260, 70, 95, 60, 410]
+    for asked, want in ((None, 50), (12, 50), (80, 80)):
+        body = preview_body(counts)
+        if asked is not None:
+            body["threshold"] = asked
+        preview = await ok(member, "POST", "/v1/indicators/preview", body)
+        assert preview["method"]["threshold"] == want, asked
+        small = [c for c in preview["cells"] if c["reason"] == "primary"]
+        assert small and all(c["value"] is None for c in small)
+    # a node that follows no network keeps the default
+    preview = await ok(open_node, "POST", "/v1/indicators/preview", preview_body(counts))
+    assert preview["method"]["threshold"] == 10
+    assert not [c for c in preview["cells"] if c["reason"] == "primary"]

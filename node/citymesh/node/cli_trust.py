@@ -48,6 +48,13 @@ def network() -> None:
     show_default=True,
     help="Records one city may sign per hour; following nodes refuse the rest.",
 )
+@click.option(
+    "--min-count-threshold",
+    type=click.IntRange(10, 1000),
+    default=10,
+    show_default=True,
+    help="Smallest count a member's published indicator table may show.",
+)
 def create(
     home: Path | None,
     title: str,
@@ -56,6 +63,7 @@ def create(
     relays: tuple[str, ...],
     description: str,
     max_records_per_hour: int,
+    min_count_threshold: int,
 ) -> None:
     """Sign the network's charter (title, stewards, admission rule, relays)."""
     c = client(home)
@@ -69,6 +77,7 @@ def create(
             "relays": list(relays),
             "description": description,
             "max_records_per_hour": max_records_per_hour,
+            "min_count_threshold": min_count_threshold,
         }
         published = c.post("/v1/network", msgspec.json.encode(body), api.Published)
     except ClientError as err:

@@ -98,7 +98,10 @@ async def _protect(
     node = request.app[NODE]
     defn = _definition(body.code)
     rows = _rows(defn, body)
-    policy = Policy(threshold=body.threshold) if body.threshold else Policy()
+    # The network's threshold is a floor: a data officer may ask for more, never less.
+    floor = await request.app[READER].run(trust_view.min_count_threshold)
+    threshold = max(body.threshold or Policy().threshold, floor or 0)
+    policy = Policy(threshold=threshold)
     carried = await request.app[READER].run(previous_pattern, node.identity, body.code, body.period)
     release = protect(defn, rows, policy=policy, key=node.home.disclosure_key(), carried=carried)
     return defn, release

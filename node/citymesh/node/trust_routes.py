@@ -45,7 +45,10 @@ async def charter(request: web.Request) -> web.Response:
             stewards=stewards,
             admission_threshold=body.admission_threshold,
             relays=body.relays,
-            policies=Policies(max_records_per_hour=body.max_records_per_hour),
+            policies=Policies(
+                max_records_per_hour=body.max_records_per_hour,
+                min_count_threshold=body.min_count_threshold,
+            ),
         ),
         addr=node.network,
     )

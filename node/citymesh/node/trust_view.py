@@ -51,6 +51,12 @@ def mark(db: sqlite3.Connection, author: bytes) -> Mark:
     return marks(db, [author])[author]
 
 
+def min_count_threshold(db: sqlite3.Connection) -> int | None:
+    """The strictest disclosure threshold the followed networks' charters set (None: open)."""
+    row = db.execute("SELECT min_count_threshold FROM trust_local WHERE id = 0").fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
 def unverified_records(db: sqlite3.Connection) -> int:
     """Records applied from authors that are not members (0 in an open network)."""
     if not db.execute("SELECT EXISTS (SELECT 1 FROM trust_anchors)").fetchone()[0]:

@@ -704,6 +704,14 @@ class NetworkIn(RequestStruct, frozen=True, kw_only=True):
             description="Records one city may sign per hour; nodes refuse the rest.",
         ),
     ] = 600
+    min_count_threshold: Annotated[
+        int,
+        Meta(
+            ge=10,
+            le=1000,
+            description="Smallest count a member's published indicator table may show.",
+        ),
+    ] = 10
 
 
 class MemberIn(RequestStruct, frozen=True, kw_only=True):

@@ -248,7 +248,8 @@ def m004_trust(db: sqlite3.Connection) -> None:
         CREATE TABLE trust_local (
             id INTEGER PRIMARY KEY CHECK (id = 0),
             own BLOB NOT NULL,
-            max_per_hour INTEGER
+            max_per_hour INTEGER,
+            min_count_threshold INTEGER
         );
         CREATE TABLE author_hours (
             author BLOB NOT NULL,

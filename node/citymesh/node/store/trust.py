@@ -184,7 +184,7 @@ def _set_hourly_limit(
     db: sqlite3.Connection, follows: dict[str, list[bytes]], charters: list[Charter]
 ) -> list[bytes]:
     """The records-per-hour limit of the followed networks' charters (the most lenient one when
-    several); none for an open network. Raising it lets limited authors continue; setting or
+    several; none for an open network), and their disclosure threshold (the strictest). Raising it lets limited authors continue; setting or
     lowering it returns the authors already past it (their chains are applied again)."""
     limits = [
         c.body.policies.max_records_per_hour
@@ -192,6 +192,15 @@ def _set_hourly_limit(
         if c.network in follows and c.author in follows[c.network]
     ]
     cap = max(limits) if limits else None
+    thresholds = [
+        c.body.policies.min_count_threshold
+        for c in charters
+        if c.network in follows and c.author in follows[c.network]
+    ]
+    db.execute(
+        "UPDATE trust_local SET min_count_threshold = ? WHERE id = 0",
+        (max(thresholds) if thresholds else None,),
+    )
     (old,) = db.execute("SELECT max_per_hour FROM trust_local WHERE id = 0").fetchone() or (None,)
     if cap == old:
         return []
