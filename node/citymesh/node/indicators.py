@@ -16,6 +16,7 @@ from citymesh.practices.disclosure import Policy, Release, Row, TableError, cell
 from citymesh.practices.indicators import CATALOGUE, DIMENSIONS, IndicatorDef
 from citymesh.practices.tables import check_rows
 from citymesh.protocol import api
+from citymesh.protocol.errors import InvalidRecordError
 from citymesh.protocol.identity import identity_text
 from citymesh.protocol.records import (
     Cell,
@@ -25,7 +26,7 @@ from citymesh.protocol.records import (
 
 from . import trust_view
 from .errors import ApiError
-from .keys import NODE, READER
+from .keys import CURSOR_KEY, NODE, READER
 from .routes import json_response, read_json
 
 _table = msgspec.json.Decoder(IndicatorsBody)
@@ -196,9 +197,22 @@ async def publish(request: web.Request) -> web.Response:
     )
 
 
-def list_tables(db: sqlite3.Connection, query: api.IndicatorQuery) -> api.IndicatorList:
+def list_tables(
+    db: sqlite3.Connection, query: api.IndicatorQuery, *, key: bytes
+) -> api.IndicatorList:
+    """Tables in (code/period, author) order, a page at a time (keyset cursor)."""
     clauses = ["c.kind = 'indicators'", "c.retracted = 0"]
     args: list[object] = []
+    scope = api.query_scope(query)
+    if query.cursor:
+        cursor = api.decode_cursor(query.cursor, key=key)
+        after = cursor.after
+        if cursor.scope != scope or cursor.sort != "tables":
+            raise InvalidRecordError("cursor belongs to another query", field="cursor")
+        if len(after) != 2 or not all(isinstance(v, str) for v in after):
+            raise InvalidRecordError("cursor is malformed", field="cursor")
+        clauses.append("(c.addr, hex(c.author)) > (?, ?)")
+        args += after
     if query.city:
         clauses.append("c.author = ?")
         args.append(api.identity_from_text(query.city, field="city"))
@@ -215,9 +229,11 @@ def list_tables(db: sqlite3.Connection, query: api.IndicatorQuery) -> api.Indica
         "SELECT c.author, c.addr, c.seq, c.id, c.created, c.body, ci.name, ci.country"
         " FROM current c LEFT JOIN cities ci ON ci.author = c.author WHERE "
         + " AND ".join(clauses)
-        + " ORDER BY c.addr, ci.name LIMIT ?",
-        [*args, query.limit],
+        + " ORDER BY c.addr, hex(c.author) LIMIT ?",
+        [*args, query.limit + 1],
     ).fetchall()
+    more = len(rows) > query.limit
+    rows = rows[: query.limit]
     flags = trust_view.marks(db, (bytes(r[0]) for r in rows))
     items = [
         api.IndicatorTable(
@@ -234,13 +250,23 @@ def list_tables(db: sqlite3.Connection, query: api.IndicatorQuery) -> api.Indica
         )
         for a, addr, seq, rid, created, body, name, country in rows
     ]
-    return api.IndicatorList(items=items)
+    next_cursor = None
+    if more:
+        last = rows[-1]
+        next_cursor = api.encode_cursor(
+            api.Cursor(
+                sort="tables", after=[str(last[1]), bytes(last[0]).hex().upper()], scope=scope
+            ),
+            key=key,
+        )
+    return api.IndicatorList(items=items, next=next_cursor)
 
 
 async def get_tables(request: web.Request) -> web.Response:
     params = {k: v for k, v in request.query.items() if v != ""}
     query = msgspec.convert(params, api.IndicatorQuery, strict=False)
-    return json_response(await request.app[READER].run(list_tables, query))
+    tables = await request.app[READER].run(list_tables, query, key=request.app[CURSOR_KEY])
+    return json_response(tables)
 
 
 def add_indicator_routes(app: web.Application) -> None:
