@@ -47,6 +47,7 @@ from citymesh.protocol.records import (
     IndicatorsBody,
     Outcome,
     RatingBody,
+    Record,
     ReplicationBody,
     Scores,
 )
@@ -70,6 +71,8 @@ class Mix:
     ratings: int
     replications: int
     indicators: int
+    versions: bool = True
+    """A fifth of each city's practice records are new versions of earlier ones."""
 
     @classmethod
     def typical(cls, records: int, cities: int) -> Mix:
@@ -141,7 +144,10 @@ def plan(mix: Mix, cities: int, seed: int) -> list[CityJob]:
         for j in jobs
     ]
     # a fifth of a city's practice records are new versions of earlier ones
-    practices_of = [max(1, j.practices - j.practices // 5) if j.practices else 0 for j in jobs]
+    practices_of = [
+        max(1, j.practices - (j.practices // 5 if mix.versions else 0)) if j.practices else 0
+        for j in jobs
+    ]
     for job in jobs:
         job.idents = idents
         job.practices_of = practices_of
@@ -185,6 +191,14 @@ def indicator_table(rng: random.Random, code: str, period: str) -> IndicatorsBod
 
 
 def sign_city(job: CityJob) -> list[Message]:
+    """One city's whole chain, in seq order, as (subject, id hex, envelope)."""
+    return [
+        (subject(NETWORK, rec.header.author, rec.header.kind), rec.id.hex(), rec.envelope)
+        for rec in sign_city_records(job)
+    ]
+
+
+def sign_city_records(job: CityJob) -> list[Record]:
     """One city's whole chain, in seq order."""
     rng = random.Random(job.index * 7919 + 17)
     secret = SecretKey(job.seed)
@@ -196,7 +210,7 @@ def sign_city(job: CityJob) -> list[Message]:
     steps = len(actions) + 2
     step = max(2, (job.end_ms - job.start_ms) // steps)
     created = job.start_ms
-    out: list[Message] = []
+    out: list[Record] = []
     prev: bytes | None = None
     new_practices = 0
     own_new = job.practices_of[job.index]
@@ -217,14 +231,22 @@ def sign_city(job: CityJob) -> list[Message]:
             genesis=genesis if not out else None,
         )
         prev = rec.id
-        out.append((subject(NETWORK, author, rec.header.kind), rec.id.hex(), rec.envelope))
+        out.append(rec)
 
-    def other_practice() -> str:
-        while True:
+    rated: set[str] = set()
+
+    def other_practice(unique: bool = False) -> str:
+        """Another city's practice; with ``unique``, one this city has not rated yet (one
+        current rating per city and practice; falls back to any after a few tries)."""
+        for attempt in range(50):
             target = rng.randrange(len(job.idents))
             n = job.practices_of[target]
             if target != job.index and n:
-                return f"{job.idents[target]}/practice-{rng.randrange(n)}"
+                ref = f"{job.idents[target]}/practice-{rng.randrange(n)}"
+                if not unique or ref not in rated or attempt > 40:
+                    rated.add(ref)
+                    return ref
+        raise ValueError("no other city has practices to refer to")
 
     add(
         CityBody(
@@ -253,7 +275,7 @@ def sign_city(job: CityJob) -> list[Message]:
                     comment=sentence(rng, rng.randint(5, 60)),
                     role=rng.choice(("peer", "peer", "expert", "adopter")),
                 ),
-                other_practice(),
+                other_practice(unique=True),
             )
         elif kind == "replication":
             worked = rng.choice((None, "yes", "partly", "no", "too_early"))
@@ -298,7 +320,7 @@ def cache_dir() -> Path:
 def cache_path(mix: Mix, cities: int, seed: int) -> Path:
     name = (
         f"citygen-v{GENERATOR_VERSION}-p{mix.practices}-r{mix.ratings}-x{mix.replications}"
-        f"-i{mix.indicators}-c{cities}-s{seed}.msgpack"
+        f"-i{mix.indicators}{'' if mix.versions else '-nv'}-c{cities}-s{seed}.msgpack"
     )
     return cache_dir() / name
 
