@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import sqlite3
 import time
 from collections import Counter
@@ -29,7 +30,7 @@ from citymesh.protocol.envelope import open_envelope
 from citymesh.protocol.errors import ProtocolError
 from citymesh.protocol.identity import identity_text
 from citymesh.protocol.records import KINDS, Record
-from citymesh.protocol.subjects import network_filter, stream_name, subject
+from citymesh.protocol.subjects import author_filter, network_filter, stream_name, subject
 
 from .nkey import encode_seed
 from .relay_auth import inbox_prefix
@@ -49,6 +50,10 @@ GROUP_COMMIT = 2048
 PUBLISH_CHUNK = 64
 PING_INTERVAL = 15
 """Seconds between client pings (the client default of 120 s notices a dead link too late)."""
+
+
+_DENIED = re.compile(r'Permissions Violation for Publish to "([^"\s]{1,300})"', re.IGNORECASE)
+"""nats-server's refusal of a publish on a subject this login may not use."""
 
 
 def now_ms() -> int:
@@ -83,6 +88,9 @@ class LinkState:
     published: int = 0
     stream_created: str = ""
     errors: list[str] = field(default_factory=list)
+    not_permitted: int = 0
+    """Other cities' records this relay does not let this node publish (a governed relay takes
+    each city's records from that city only): skipped, not retried."""
 
 
 class RelayLink:
@@ -103,6 +111,8 @@ class RelayLink:
             PIPELINE_DEPTH
         )
         self._outbox_wakeup = asyncio.Event()
+        self._denied: set[str] = set()
+        """Subjects the relay refused this node's publishing on (permissions violation)."""
         self._resubscribe = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
@@ -167,6 +177,9 @@ class RelayLink:
             self._outbox_wakeup.set()
 
         async def on_error(err: Exception) -> None:
+            denied = _DENIED.search(str(err))
+            if denied:
+                self._denied.add(denied.group(1))
             self._error(f"{type(err).__name__}: {err}")
 
         # With a transport key: nkey login (nats-py signs the server's nonce with it), and replies
@@ -391,6 +404,7 @@ class RelayLink:
                 await self._wait_outbox(1.0)
                 continue
             rows = await self.ctx.writer.run(self._store().pending_outbox, self.name, 512)
+            rows = await self._skip_denied(rows)
             if not rows:
                 backoff = 0.2
                 await self._wait_outbox(5.0)
@@ -409,6 +423,23 @@ class RelayLink:
                 if sent:
                     await self.ctx.writer.run(self._store().mark_sent, self.name, sent, now_ms())
                     self.state.published += len(sent)
+
+    async def _skip_denied(
+        self, rows: list[tuple[bytes, bytes, str]]
+    ) -> list[tuple[bytes, bytes, str]]:
+        """Drop (marking them sent) other cities' records on subjects the relay refused: it will
+        not take them from this node, and retrying them would hold up this city's own. Own
+        records are always retried (the relay may admit this city later)."""
+        if not self._denied:
+            return rows
+        own = author_filter(self.ctx.network, self.ctx.author).removesuffix("*")
+        skip = [r[0] for r in rows if r[2] in self._denied and not r[2].startswith(own)]
+        if not skip:
+            return rows
+        await self.ctx.writer.run(self._store().mark_sent, self.name, skip, now_ms())
+        self.state.not_permitted += len(skip)
+        skipped = set(skip)
+        return [r for r in rows if r[0] not in skipped]
 
     async def _wait_outbox(self, timeout: float) -> None:
         # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.

@@ -103,6 +103,7 @@ async def status(request: web.Request) -> web.Response:
                 last_error=link.state.last_error,
                 cursor=link.state.cursor,
                 outbox_pending=pending,
+                not_permitted=link.state.not_permitted,
                 embedded=name == EMBEDDED,
             )
         )

@@ -217,6 +217,10 @@ class RelayStatus(ApiStruct, frozen=True, kw_only=True):
     last_error: Annotated[str, Meta(max_length=2000)] | None = None
     cursor: Annotated[Count, Meta(description="Last stream sequence committed locally.")]
     outbox_pending: Annotated[Count, Meta(description="Own records not yet acknowledged.")]
+    not_permitted: Annotated[
+        Count,
+        Meta(description="Other cities' records this relay would not take from this node."),
+    ] = 0
     embedded: bool = False
     """True for the private nats-server the node started itself."""
 
