@@ -344,7 +344,7 @@ def build_document() -> dict[str, Any]:
     def _msgpack(t: type[msgspec.Struct], description: str) -> dict[str, Any]:
         return {"description": description, "content": {"application/msgpack": {"schema": _ref(t)}}}
 
-    bad_input = {"400": ERRORS["400"]}
+    bad_input = {"400": ERRORS["400"], "422": ERRORS["422"]}
     paths["/v1/sync/heads"] = {
         "get": {
             "summary": "Per-author heads applied here: seq and id (for anti-entropy; no token)",
@@ -381,7 +381,13 @@ def build_document() -> dict[str, Any]:
                 },
             },
             "responses": {
-                "200": _msgpack(api_sync.ReconcileOut, "The responder's message."),
+                "200": {
+                    "description": "The responder's message, in the request's encoding.",
+                    "content": {
+                        "application/msgpack": {"schema": _ref(api_sync.ReconcileOut)},
+                        "application/json": {"schema": _ref(api_sync.ReconcileOut)},
+                    },
+                },
                 "413": _json(api.ErrorResponse, "Body over the size limit."),
                 "415": _json(api.ErrorResponse, "Body is neither msgpack nor JSON."),
                 **bad_input,

@@ -144,7 +144,7 @@ async def sync_records(request: web.Request) -> web.Response:
         author = api.identity_from_text(query.author, field="author")
         page = await reader.run(records_after, author, query.after, query.limit)
     else:
-        raise ApiError(400, "missing_field", "give author (and after) or ids", field="author")
+        raise ApiError(422, "missing_field", "give author (and after) or ids", field="author")
     return web.Response(body=_msgpack.encode(page), content_type=MSGPACK)
 
 

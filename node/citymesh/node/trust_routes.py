@@ -136,7 +136,7 @@ async def recover(request: web.Request) -> web.Response:
         recovery = SecretKey.from_text(body.recovery_key)
     except ProtocolError as err:
         raise ApiError(
-            422, "invalid", f"recovery_key: {err.message}", field="recovery_key"
+            422, err.code, f"recovery_key: {err.message}", field="recovery_key"
         ) from err
     try:
         record = await node.recover_key(recovery)
