@@ -52,6 +52,7 @@ SEMANTIC_422 = frozenset(
         "attestation",
         "unknown_city",
         "too_large",
+        "bad_reconcile",  # a reconcile message's bounds and payload sizes
     }
 )
 
@@ -105,14 +106,29 @@ def _run(url: str, token: str) -> tuple[list[str], dict[str, int]]:
                         "429",
                         "5xx",
                     ]
-                }
+                },
+                # A body over the node's size limit is refused before it is read: 413.
+                "negative_data_rejection": {
+                    "expected-statuses": [
+                        "400",
+                        "401",
+                        "403",
+                        "404",
+                        "405",
+                        "406",
+                        "409",
+                        "413",
+                        "415",
+                        "422",
+                        "428",
+                        "429",
+                        "5xx",
+                    ]
+                },
             },
         }
     )
     schema: BaseSchema = schemathesis.openapi.from_url(f"{url}/openapi.json", config=config)
-    # Left out, reported to its owner: POST /v1/sync/reconcile accepts a message item longer
-    # than the schema's maxLength (negative_data_rejection).
-    schema = schema.exclude(path="/v1/sync/reconcile", method="POST")
     problems: list[str] = []
     tally: dict[str, int] = {}
     for event in schemathesis.engine.from_schema(schema).execute():

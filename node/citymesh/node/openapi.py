@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 from aiohttp import web
@@ -122,6 +122,23 @@ def _signed_write(
             },
         }
     }
+
+
+BASE64: Final = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+"""Standard padded base64, as msgspec writes and reads bytes in JSON."""
+
+
+def _base64_patterns(node: object) -> None:
+    """Bytes travel in JSON as base64 text; ``contentEncoding`` alone constrains nothing in JSON
+    Schema, so the alphabet and padding are stated as a pattern too."""
+    if isinstance(node, dict):
+        if node.get("contentEncoding") == "base64" and node.get("type") == "string":
+            node.setdefault("pattern", BASE64)
+        for value in node.values():
+            _base64_patterns(value)
+    elif isinstance(node, list):
+        for value in node:
+            _base64_patterns(value)
 
 
 def build_document() -> dict[str, Any]:
@@ -339,6 +356,7 @@ def build_document() -> dict[str, Any]:
     }
     # -- sync routes for peers: public, read-only (schemas: citymesh.protocol.api_sync) --------
     _, sync_schemas = msgspec.json.schema_components(api_sync.SCHEMA_TYPES, ref_template=REF)
+    _base64_patterns(sync_schemas)
     schemas.update(sync_schemas)
 
     def _msgpack(t: type[msgspec.Struct], description: str) -> dict[str, Any]:
@@ -371,7 +389,11 @@ def build_document() -> dict[str, Any]:
             "summary": "One negentropy (NIP-77 style) round over this node's record ids",
             "description": "Items are (created, id) of the records stored here, optionally one"
             " kind and a created range. Send msgpack (or JSON, bytes as base64); the reply uses"
-            " the request's encoding. See protocol/citymesh/protocol/reconcile.py.",
+            " the request's encoding. See protocol/citymesh/protocol/reconcile.py. Rules the"
+            " schema cannot state give 422 `bad_reconcile` naming the range: range bounds"
+            " increase and nothing follows the infinite bound (which takes no id prefix); a skip"
+            " carries no payload, a fingerprint is 16 bytes, an id list a multiple of 32 bytes"
+            " (at most 8,192 ids); an id prefix is at most 32 bytes.",
             "security": [],
             "requestBody": {
                 "required": True,

@@ -21,6 +21,7 @@ from citymesh.protocol.reconcile import ItemSet, check_message, respond
 
 from .errors import ApiError
 from .keys import NODE, READER
+from .routes import read_json
 
 MSGPACK = "application/msgpack"
 SYNC_PATHS = frozenset({"/v1/sync/heads", "/v1/sync/records", "/v1/sync/reconcile"})
@@ -28,7 +29,6 @@ SYNC_PATHS = frozenset({"/v1/sync/heads", "/v1/sync/records", "/v1/sync/reconcil
 
 _msgpack = msgspec.msgpack.Encoder()
 _reconcile_msgpack = msgspec.msgpack.Decoder(api_sync.ReconcileIn)
-_reconcile_json = msgspec.json.Decoder(api_sync.ReconcileIn)
 
 Scope = tuple[str | None, int | None, int | None]
 
@@ -155,7 +155,12 @@ async def sync_reconcile(request: web.Request) -> web.Response:
     data = await request.read()
     body: api_sync.ReconcileIn
     try:
-        body = _reconcile_msgpack.decode(data) if ctype == MSGPACK else _reconcile_json.decode(data)
+        if ctype == MSGPACK:
+            body = _reconcile_msgpack.decode(data)
+        else:  # JSON numbers like 3.0 are integers too (as in every JSON route)
+            parsed = await read_json(request, api_sync.ReconcileIn)
+            assert isinstance(parsed, api_sync.ReconcileIn)
+            body = parsed
     except msgspec.ValidationError:
         raise  # names the field; translated in middlewares.py
     except (msgspec.DecodeError, UnicodeDecodeError) as err:

@@ -71,20 +71,22 @@ class ReconcileError(MalformedError):
     code = "bad_reconcile"
 
 
-class Range(Struct, frozen=True, array_like=True):
+class Range(Struct, frozen=True, array_like=True, forbid_unknown_fields=True):
     """One range of a message, encoded as a 4-element array ``[ts, prefix, mode, payload]``.
 
     ``ts`` is the upper bound's timestamp, delta-encoded as in NIP-77: 0 means infinity, else
     1 + (timestamp - previous upper bound's timestamp). ``payload`` is empty (SKIP), the 16-byte
     fingerprint (FINGERPRINT) or the concatenated 32-byte ids (ID_LIST)."""
 
+    # The byte limits are rounded up to a multiple of 3 so that, as base64 in JSON, the length
+    # limit of the text and of the bytes agree; `check_message` holds the exact sizes.
     ts: Timestamp
-    prefix: Annotated[bytes, Meta(max_length=ID_SIZE)]
+    prefix: Annotated[bytes, Meta(max_length=-(-ID_SIZE // 3) * 3)]
     mode: Mode
-    payload: Annotated[bytes, Meta(max_length=MAX_IDS_BYTES)] = b""
+    payload: Annotated[bytes, Meta(max_length=-(-MAX_IDS_BYTES // 3) * 3)] = b""
 
 
-class Message(Struct, frozen=True, array_like=True):
+class Message(Struct, frozen=True, array_like=True, forbid_unknown_fields=True):
     """One negentropy message: ``[version, [range, ...]]``."""
 
     version: Annotated[int, Meta(ge=1, le=1)]
@@ -129,6 +131,10 @@ def check_message(message: Message) -> None:
             raise ReconcileError("range bounds must increase", field=where)
         if prev == MAX_BOUND and i > 0:
             raise ReconcileError("no range may follow the infinite bound", field=where)
+        if len(r.prefix) > ID_SIZE:
+            raise ReconcileError(f"an id prefix is at most {ID_SIZE} bytes", field=where)
+        if len(r.payload) > MAX_IDS_BYTES:
+            raise TooLargeError(f"a payload is at most {MAX_IDS_BYTES} bytes", field=where)
         if bound[0] == INFINITY and bound[1]:
             raise ReconcileError("the infinite bound takes no id prefix", field=where)
         if r.mode == SKIP and r.payload:
