@@ -48,6 +48,8 @@ class ApplyResult:
     """Records that changed derived state, in the order applied (for live events)."""
     rejected: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
+    limits: tuple[bytes | None, int | None] | None = None
+    """(this node's identity, the hourly record limit), read once per batch."""
 
 
 @dataclass
@@ -413,7 +415,7 @@ def _apply_next(
         result.rejected[ChainError.code] += 1
         _drop(db, rec.id, result)
         return False
-    if _over_hourly_limit(db, h.author, h.created):
+    if _over_hourly_limit(db, h.author, h.created, result):
         # Deterministic on every node: the same records in chain order break the same limit.
         a.limited_seq = h.seq
         result.rejected["rate_limited"] += 1
@@ -434,26 +436,32 @@ def _apply_next(
 HOUR_MS = 3_600_000
 
 
-def _over_hourly_limit(db: sqlite3.Connection, author: bytes, created: int) -> bool:
+def _over_hourly_limit(
+    db: sqlite3.Connection, author: bytes, created: int, result: ApplyResult
+) -> bool:
     """Count the record in its author's created-hour; True if that breaks the network's limit
     (never for this node's own records: its log stays whole)."""
-    own, cap = db.execute("SELECT own, max_per_hour FROM trust_local WHERE id = 0").fetchone() or (
-        None,
-        None,
-    )
     hour = created // HOUR_MS
-    if cap is not None and author != own:
-        row = db.execute(
-            "SELECT n FROM author_hours WHERE author = ? AND hour = ?", (author, hour)
-        ).fetchone()
-        if row is not None and row[0] >= cap:
-            return True
     db.execute(
         "INSERT INTO author_hours (author, hour, n) VALUES (?, ?, 1)"
         " ON CONFLICT (author, hour) DO UPDATE SET n = n + 1",
         (author, hour),
     )
-    return False
+    if result.limits is None:
+        row = db.execute("SELECT own, max_per_hour FROM trust_local WHERE id = 0").fetchone()
+        result.limits = (bytes(row[0]), row[1]) if row else (None, None)
+    own, cap = result.limits
+    if cap is None or author == own:
+        return False
+    (n,) = db.execute(
+        "SELECT n FROM author_hours WHERE author = ? AND hour = ?", (author, hour)
+    ).fetchone()
+    if n <= cap:
+        return False
+    db.execute(
+        "UPDATE author_hours SET n = n - 1 WHERE author = ? AND hour = ?", (author, hour)
+    )  # the refused record is not counted
+    return True
 
 
 def _release(db: sqlite3.Connection, a: _Author, now_ms: int, result: ApplyResult) -> None:

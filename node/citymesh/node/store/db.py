@@ -17,8 +17,11 @@ from citymesh.protocol.subjects import subject
 
 from . import trust
 from .apply import HOUR_MS, ApplyResult, apply_records
+from .catalogue import Connection
 from .migrations import migrate
 
+STATEMENT_CACHE = 1024
+"""Prepared statements kept per connection."""
 WRITER_CACHE_KIB = 32 * 1024
 """Page cache of the writer connection, KiB."""
 
@@ -31,10 +34,23 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     try:
         if readonly:
             db = sqlite3.connect(
-                f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+                f"file:{path}?mode=ro",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+                factory=Connection,
             )
         else:
-            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            db = sqlite3.connect(
+                path,
+                isolation_level=None,
+                check_same_thread=False,
+                factory=Connection,
+                # Ingest runs a few dozen distinct statements per batch, plus id lookups with
+                # varying numbers of placeholders: the default cache (128) made SQLite prepare
+                # the same statements again and again.
+                cached_statements=STATEMENT_CACHE,
+            )
         db.execute("PRAGMA busy_timeout = 10000")
         if not readonly:
             mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -43,6 +59,8 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
         # FULL: NORMAL in WAL mode can lose acknowledged commits on power loss.
         db.execute("PRAGMA synchronous = FULL")
         db.execute("PRAGMA foreign_keys = ON")
+        # Statement journals and RETURNING's ephemeral tables in memory, not in temp files.
+        db.execute("PRAGMA temp_store = MEMORY")
         return db
     except sqlite3.DatabaseError as err:
         raise StoreError(f"cannot open the node database {path}: {err}") from err
