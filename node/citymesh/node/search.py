@@ -84,6 +84,11 @@ def _parse_ids(ids: str | None) -> list[int]:
     return json.loads(f"[{ids}]") if ids else []
 
 
+def _digits(bits: int, size: int) -> bytes:
+    """A "0" or "1" per docid (at offset docid), as SQL reads it: ``substr(?, rowid + 1, 1)``."""
+    return f"{bits:b}"[::-1].encode("ascii").ljust(size, b"0")
+
+
 def _remember(cache: OrderedDict[str, Any], key: str, value: Any, size: int) -> None:
     cache[key] = value
     cache.move_to_end(key)
@@ -342,6 +347,15 @@ class _Index:
                 _remember(self.text, rest, kept, _TEXT_CACHE)
             bits &= kept
         _remember(self.text, match, bits, _TEXT_CACHE)
+        return bits
+
+    def head_bits(self, db: sqlite3.Connection, match: str) -> int:
+        """The live docids whose title, summary, keywords or city match (kept like `text_bits`)."""
+        key = f"head: {match}"
+        bits = self._kept(key)
+        if bits is None:
+            bits = self.fts_bits(db, "practices_head_fts", match)
+            _remember(self.text, key, bits, _TEXT_CACHE)
         return bits
 
     def _kept(self, match: str) -> int | None:
@@ -612,7 +626,13 @@ def _relevance_page(
     filtered: bool,
 ) -> Page:
     """Tier by tier (see the module doc), each ranked by bm25 then ref. ``bits``: the filters
-    (not the full-text match: every row of the head index matches the full index too)."""
+    (not the full-text match: every row of the head index matches the full index too).
+
+    bm25 costs more per row than anything else here (3-4 us: it reads the row's sizes and hits),
+    and a tier's query ranks every row it matches before LIMIT applies. So when the filters leave
+    practices out (``filtered``), the query skips them itself (a "0"/"1" per docid bound as a
+    blob, read by ``substr``) before bm25 ranks the rest: with one sector in ten, a tenth of the
+    work. Unfiltered, the last tier ranks every match at once (kept, see `_Index.text_bits`)."""
     ref = index.ref
     page: Page = []
     first_tier = 0 if after is None else int(after[0])
@@ -620,19 +640,22 @@ def _relevance_page(
         if tier < first_tier:
             continue
         wanted = bits
+        ranked = None
         if tier == 2:  # the head tiers are done: what is left needs the description
-            wanted &= index.text_bits(db, match, scored=True)
-            wanted &= ~index.fts_bits(db, "practices_head_fts", match)
+            ranked = index.scored(match)
+            if ranked is None and not filtered:
+                wanted &= index.text_bits(db, match, scored=True)
+                ranked = index.scored(match)
+            else:
+                wanted &= index.text_bits(db, match, scored=False)
+            wanted &= ~index.head_bits(db, match)
         if not wanted:
             continue
         raw = wanted.to_bytes((wanted.bit_length() + 7) // 8, "little")
         size = len(raw)
         floor = after[1] if after is not None and tier == first_tier else None
-        first = need - len(page) + 20
-        if filtered or tier == 2:
-            first = 4 * first + 200
-        limit: int | None = first
-        ranked = index.scored(match) if tier == 2 else None
+        only = _digits(wanted, len(ref)) if ranked is None and (filtered or tier == 2) else None
+        limit: int | None = need - len(page) + 20
         while True:
             if ranked is not None:  # every match, ranked already
                 rows, limit = ranked, None
@@ -649,6 +672,9 @@ def _relevance_page(
                 break
             sql = f"SELECT rowid, {rank} AS score FROM {table} WHERE {table} MATCH ?"
             args: list[Any] = [expr]
+            if only is not None:
+                sql += " AND substr(?, rowid + 1, 1) = x'31'"
+                args.append(only)
             if floor is not None:
                 sql = f"SELECT rowid, score FROM ({sql}) WHERE score >= ?"
                 args.append(floor)
