@@ -12,6 +12,12 @@ Relevance: a practice whose title holds every word comes first, then one whose t
 keywords or city hold them, then one that needs its description; within each tier, bm25 over the
 tier's columns. Besides putting specific matches first, this bounds the work of a first page to
 the title matches of a common word instead of every practice that mentions it somewhere.
+
+Where the time goes (100,000 practices): bm25 (3-4 us per row it ranks, all rows of a tier
+before LIMIT applies) and FTS5's merging of a prefix's terms (no prefix index). So filtered tiers
+skip left-out practices in SQL before bm25 runs, and match sets (facets need the whole of one)
+are kept per query and per word: a word met again costs nothing, and several words are the
+intersection of what is kept and one match of the rest. Reading the rowids is the JSON parser's.
 """
 
 from __future__ import annotations
