@@ -48,6 +48,12 @@ PIPELINE_DEPTH = 3
 GROUP_COMMIT = 2048
 """Records at most in one ingest transaction when verified batches queue up behind the writer."""
 PUBLISH_CHUNK = 64
+PENDING_BYTES = 64 * 1024 * 1024
+"""Bytes of delivered records the NATS client holds for the ingest callback (nats-py's default,
+256 MiB, is most of a catch-up's memory). Past it the client drops deliveries: the ordered
+consumer re-reads from a gap it sees later, and the stall watch below from the tail."""
+STALL_CHECK_S = 5.0
+"""How often the link checks that ingest still moves while the relay holds more."""
 PING_INTERVAL = 15
 """Seconds between client pings (the client default of 120 s notices a dead link too late)."""
 
@@ -110,6 +116,8 @@ class RelayLink:
         self._stage: asyncio.Queue[tuple[asyncio.Task[Verified], int] | None] = asyncio.Queue(
             PIPELINE_DEPTH
         )
+        self._inflight = 0
+        """Batches handed to the pipeline and not yet committed."""
         self._outbox_wakeup = asyncio.Event()
         self._denied: set[str] = set()
         """Subjects the relay refused this node's publishing on (permissions violation)."""
@@ -150,6 +158,7 @@ class RelayLink:
                 delay = min(delay * 2, 5.0)
         self._tasks.append(asyncio.create_task(self._applier(), name=f"apply-{self.name}"))
         self._tasks.append(asyncio.create_task(self._drain_outbox(), name=f"outbox-{self.name}"))
+        self._tasks.append(asyncio.create_task(self._watch_stall(), name=f"watch-{self.name}"))
         while not self._closing:
             try:
                 await self._prepare()
@@ -303,12 +312,15 @@ class RelayLink:
             ordered_consumer=True,
             config=config,
             idle_heartbeat=5.0,
+            pending_bytes_limit=PENDING_BYTES,
         )
 
     # -- ingest ----------------------------------------------------------------------------------
     async def _on_msg(self, msg: Msg) -> None:
         self._buf.append((msg.data, msg.metadata.sequence.stream))
-        if len(self._buf) >= BATCH:
+        if len(self._buf) >= BATCH or self._inflight == 0:
+            # Nothing in the pipeline: a record arriving alone goes on at once (live
+            # propagation); while the writer is busy, deliveries gather into batches.
             await self._flush()
         elif self._flush_handle is None:
             loop = asyncio.get_running_loop()
@@ -334,6 +346,7 @@ class RelayLink:
             last_seq = batch[-1][1]
             envelopes = [d for d, _ in batch]
             fut = asyncio.create_task(self.ctx.verifier.verify(envelopes, now_ms()))
+            self._inflight += 1
             await self._stage.put((fut, last_seq))
 
     async def _applier(self) -> None:
@@ -342,6 +355,7 @@ class RelayLink:
             if item is None:
                 return
             fut, last_seq = item
+            taken = 1
             records, rejected = await fut
             # Group commit: batches already waiting behind this one join its transaction (one
             # fsync and one load of each author per group, not per batch) while the writer lags.
@@ -351,19 +365,59 @@ class RelayLink:
                 if more is None:
                     stop = True
                     break
+                taken += 1
                 more_records, more_rejected = await more[0]
                 records.extend(more_records)
                 rejected.update(more_rejected)
                 last_seq = more[1]
             others = [n for n in self.ctx.relay_names() if n != self.name]
             cursor = (self.name, self.stream, self.state.stream_created, last_seq)
-            result = await self._ingest(records, rejected, cursor, others)
+            try:
+                result = await self._ingest(records, rejected, cursor, others)
+            finally:
+                self._inflight -= taken
             self.state.cursor = last_seq
             self.state.received += len(records)
             if result.applied or result.stored:
                 await self.ctx.on_applied(result)
             if stop:
                 return
+
+    async def _watch_stall(self) -> None:
+        """Re-read from the cursor when ingest stopped while the relay holds more: deliveries the
+        NATS client dropped at the tail of a catch-up (slow consumer) are never sent again by
+        themselves. Backs off while the stream's tail cannot be read (deleted messages)."""
+        last = (self.state.cursor, self.state.received)
+        backoff = STALL_CHECK_S
+        quiet = 0.0
+        while not self._closing:
+            await asyncio.sleep(STALL_CHECK_S)
+            progress = (self.state.cursor, self.state.received)
+            busy = bool(self._buf) or self._inflight > 0
+            if progress != last or busy or not self.state.connected or self._sub is None:
+                last, quiet = progress, 0.0
+                continue
+            quiet += STALL_CHECK_S
+            if quiet < backoff or self.js is None:
+                continue
+            quiet = 0.0
+            try:
+                info = await self.js.stream_info(self.stream)
+            except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as err:
+                self._error(f"stream info: {err or type(err).__name__}")
+                continue
+            self.state.stream_last = info.state.last_seq
+            if info.state.last_seq > self.state.cursor:
+                log.warning(
+                    "relay %s: ingest stopped at stream seq %d of %d: re-reading from there",
+                    self.name,
+                    self.state.cursor,
+                    info.state.last_seq,
+                )
+                self._resubscribe.set()
+                backoff = min(backoff * 2, 300.0)
+            else:
+                backoff = STALL_CHECK_S
 
     async def _ingest(
         self,

@@ -135,9 +135,7 @@ async def recover(request: web.Request) -> web.Response:
     try:
         recovery = SecretKey.from_text(body.recovery_key)
     except ProtocolError as err:
-        raise ApiError(
-            422, err.code, f"recovery_key: {err.message}", field="recovery_key"
-        ) from err
+        raise ApiError(422, err.code, f"recovery_key: {err.message}", field="recovery_key") from err
     try:
         record = await node.recover_key(recovery)
     except RecoveryKeyError as err:
