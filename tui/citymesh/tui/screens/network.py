@@ -157,9 +157,7 @@ class NetworkScreen(BaseScreen[None]):
         for kind, n in sorted(status.records.items()):
             records.add_row(Text(kind), Text(str(n)))
         if status.unverified:
-            records.add_row(
-                Text("unverified", "yellow"), Text(str(status.unverified))
-            )
+            records.add_row(Text("unverified", "yellow"), Text(str(status.unverified)))
         rejected = self.query_one("#rejected", DataTable)
         rejected.clear()
         if not status.rejected:
