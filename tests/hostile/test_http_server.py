@@ -53,10 +53,15 @@ async def _trickle(writer: asyncio.StreamWriter, data: bytes, every: float) -> i
 
 
 async def _read_all(reader: asyncio.StreamReader) -> bytes:
+    """Everything the server sent before it closed, even if the close was a reset (the server
+    resets a connection that keeps sending after its answer; what arrived first still counts)."""
+    chunks: list[bytes] = []
     try:
-        return await reader.read()
+        while chunk := await reader.read(65536):
+            chunks.append(chunk)
     except ConnectionResetError:
-        return b""
+        pass
+    return b"".join(chunks)
 
 
 def _head(served: Served, method: str, path: str, extra: str = "") -> bytes:

@@ -117,7 +117,9 @@ async def test_stays_responsive_while_the_node_ingests_a_large_batch(make_city: 
         for n, key in enumerate("batch practice 7", start=1):
             await pilot.press(key)
             assert search.value == "batch practice 7"[:n]
-            typed_during_flood += not task.done()
+            # during the flood: still publishing on the other node, or its records still
+            # arriving here (on a loaded machine either can finish first)
+            typed_during_flood += not task.done() or app.events_seen < count
         assert typed_during_flood > 0
         await task
         await wait_for(lambda: app.events_seen >= count)
