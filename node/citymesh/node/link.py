@@ -26,7 +26,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
-from citymesh.protocol.envelope import open_envelope
+from citymesh.protocol.envelope import MAX_ENVELOPE, open_envelope
 from citymesh.protocol.errors import ProtocolError
 from citymesh.protocol.identity import identity_text
 from citymesh.protocol.records import KINDS, Record
@@ -52,6 +52,12 @@ PENDING_BYTES = 64 * 1024 * 1024
 """Bytes of delivered records the NATS client holds for the ingest callback (nats-py's default,
 256 MiB, is most of a catch-up's memory). Past it the client drops deliveries: the ordered
 consumer re-reads from a gap it sees later, and the stall watch below from the tail."""
+PULL_CATCHUP = 2 * BATCH
+"""A backlog larger than this is read with a pull consumer first, a batch at a time as the
+pipeline takes them (push deliveries outrun a busy writer and the client drops them)."""
+PULL_TIMEOUT_S = 2.0
+PULL_PENDING_BYTES = BATCH * (MAX_ENVELOPE + 1024)
+"""One fetch's worth of the largest records: a pull consumer never gets more than it asked."""
 STALL_CHECK_S = 5.0
 """How often the link checks that ingest still moves while the relay holds more."""
 PING_INTERVAL = 15
@@ -94,6 +100,8 @@ class LinkState:
     published: int = 0
     stream_created: str = ""
     errors: list[str] = field(default_factory=list)
+    dropped: int = 0
+    """Deliveries the NATS client dropped (slow consumer); read again from the relay."""
     not_permitted: int = 0
     """Other cities' records this relay does not let this node publish (a governed relay takes
     each city's records from that city only): skipped, not retried."""
@@ -186,6 +194,16 @@ class RelayLink:
             self._outbox_wakeup.set()
 
         async def on_error(err: Exception) -> None:
+            if isinstance(err, nats.errors.SlowConsumerError):
+                self.state.dropped += 1
+                if self.state.dropped % 10_000 == 1:  # one line per burst, not one per record
+                    log.warning(
+                        "relay %s: the client dropped deliveries while ingest was busy (%d so "
+                        "far); they are read again",
+                        self.name,
+                        self.state.dropped,
+                    )
+                return
             denied = _DENIED.search(str(err))
             if denied:
                 self._denied.add(denied.group(1))
@@ -301,7 +319,10 @@ class RelayLink:
         if self._sub is not None:
             with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
                 await self._sub.unsubscribe()
+            self._sub = None
         start = self.state.cursor + 1
+        if self.state.stream_last - start > PULL_CATCHUP:
+            start = await self._pull_catchup(start)
         config = api.ConsumerConfig(
             deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start
         )
@@ -314,6 +335,40 @@ class RelayLink:
             idle_heartbeat=5.0,
             pending_bytes_limit=PENDING_BYTES,
         )
+
+    async def _pull_catchup(self, start: int) -> int:
+        """Read the backlog from ``start`` with an ephemeral pull consumer, each fetch only once
+        the pipeline took the previous one (real back-pressure); return where live delivery
+        begins. Ends when the relay has nothing more at once."""
+        assert self.js is not None
+        config = api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=start,
+            ack_policy=api.AckPolicy.NONE,
+            inactive_threshold=60.0,
+        )
+        pull = await self.js.pull_subscribe(
+            network_filter(self.ctx.network),
+            stream=self.stream,
+            config=config,
+            pending_bytes_limit=PULL_PENDING_BYTES,
+        )
+        log.info("relay %s: reading a backlog from stream seq %d", self.name, start)
+        try:
+            while not self._closing:
+                try:
+                    msgs = await pull.fetch(BATCH, timeout=PULL_TIMEOUT_S)
+                except nats.errors.TimeoutError:
+                    break  # caught up with what the relay had: live delivery from here
+                for msg in msgs:
+                    seq = msg.metadata.sequence.stream
+                    self._buf.append((msg.data, seq))
+                    start = seq + 1
+                await self._flush()  # waits while the pipeline is full
+        finally:
+            with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
+                await pull.unsubscribe()
+        return start
 
     # -- ingest ----------------------------------------------------------------------------------
     async def _on_msg(self, msg: Msg) -> None:

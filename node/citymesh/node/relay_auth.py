@@ -78,6 +78,7 @@ def member_permissions(network: str, identity: bytes) -> Permissions:
             f"{SUBJECT_ROOT}.{network}.{identity_text(identity)}.*",
             f"$JS.API.STREAM.INFO.{stream}",
             f"$JS.API.CONSUMER.CREATE.{stream}",
+            f"$JS.API.CONSUMER.MSG.NEXT.{stream}.*",  # a catch-up reads its backlog by pull
             f"$JS.API.STREAM.MSG.GET.{stream}",
             f"$JS.FC.{stream}.>",
         ),
