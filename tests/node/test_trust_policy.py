@@ -15,6 +15,7 @@ import pytest
 
 from citymesh.node.store import Store
 from citymesh.node.store.apply import HOUR_MS
+from citymesh.protocol.envelope import seal
 from citymesh.protocol.identity import identity_text
 from citymesh.protocol.records import (
     MembershipBody,
@@ -323,3 +324,28 @@ def test_an_open_network_has_no_limit_and_own_records_are_never_limited(tmp_path
     own.configure_trust(own=y.author, follows={NETWORK: [s.author]}, now_ms=LATER)
     assert not ingest(own, records)
     assert applied_seqs(own, y.author) == [1, 2, 3, 4, 5, 6]
+
+
+def test_the_hourly_limit_is_not_retroactive(tmp_path: Path) -> None:
+    """A charter's limit holds from the hour it was signed: a city's earlier burst (an import
+    before the network set a limit) is not cut off afterwards."""
+    s, y = Chain.new(80), Chain.new(90)
+    s.add(city("Brussels", "BEL"))
+    y.add(city("Importer", "NLD"))
+    for i in range(5):
+        y.add(practice(i), f"p-{i}")
+    charter = seal(
+        s.secret,
+        body=NetworkBody(
+            title="Cities", stewards=[s.author], policies=Policies(max_records_per_hour=3)
+        ),
+        network=NETWORK,
+        author=s.author,
+        seq=2,
+        prev=s.records[0].id,
+        created=y.records[-1].header.created + 2 * HOUR_MS,
+        addr=NETWORK,
+    )
+    store = open_store(tmp_path, "since", anchors=[s.author])
+    assert not ingest(store, [*s.records, charter, *y.records])
+    assert applied_seqs(store, y.author) == [1, 2, 3, 4, 5, 6]

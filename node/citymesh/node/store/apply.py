@@ -48,8 +48,9 @@ class ApplyResult:
     """Records that changed derived state, in the order applied (for live events)."""
     rejected: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
-    limits: tuple[bytes | None, int | None] | None = None
-    """(this node's identity, the hourly record limit), read once per batch."""
+    limits: tuple[bytes | None, int | None, int] | None = None
+    """(this node's identity, the hourly record limit, the first hour it applies to), read once
+    per batch."""
 
 
 @dataclass
@@ -448,10 +449,12 @@ def _over_hourly_limit(
         (author, hour),
     )
     if result.limits is None:
-        row = db.execute("SELECT own, max_per_hour FROM trust_local WHERE id = 0").fetchone()
-        result.limits = (bytes(row[0]), row[1]) if row else (None, None)
-    own, cap = result.limits
-    if cap is None or author == own:
+        row = db.execute(
+            "SELECT own, max_per_hour, limit_since_hour FROM trust_local WHERE id = 0"
+        ).fetchone()
+        result.limits = (bytes(row[0]), row[1], row[2] or 0) if row else (None, None, 0)
+    own, cap, since = result.limits
+    if cap is None or author == own or hour < since:
         return False
     (n,) = db.execute(
         "SELECT n FROM author_hours WHERE author = ? AND hour = ?", (author, hour)

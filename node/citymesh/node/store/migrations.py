@@ -249,6 +249,7 @@ def m004_trust(db: sqlite3.Connection) -> None:
             id INTEGER PRIMARY KEY CHECK (id = 0),
             own BLOB NOT NULL,
             max_per_hour INTEGER,
+            limit_since_hour INTEGER,
             min_count_threshold INTEGER
         );
         CREATE TABLE author_hours (

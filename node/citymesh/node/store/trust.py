@@ -25,7 +25,7 @@ import msgspec
 from citymesh.practices.membership import Admission, Charter, Standing, standings
 from citymesh.protocol.records import MembershipBody, NetworkBody
 
-from .apply import ApplyResult, reapply, set_revoked
+from .apply import HOUR_MS, ApplyResult, reapply, set_revoked
 from .catalogue import refresh_stats
 from .standing import counting_limit
 
@@ -184,14 +184,26 @@ def _set_hourly_limit(
     db: sqlite3.Connection, follows: dict[str, list[bytes]], charters: list[Charter]
 ) -> list[bytes]:
     """The records-per-hour limit of the followed networks' charters (the most lenient one when
-    several; none for an open network), and their disclosure threshold (the strictest). Raising it lets limited authors continue; setting or
-    lowering it returns the authors already past it (their chains are applied again)."""
+    several; none for an open network), in force from the created-hour of the newest of them
+    (never for earlier hours: a limit is not retroactive), and their disclosure threshold (the
+    strictest). Raising the limit lets limited authors continue; setting or lowering it returns
+    the authors already past it since then (their chains are applied again)."""
     limits = [
         c.body.policies.max_records_per_hour
         for c in charters
         if c.network in follows and c.author in follows[c.network]
     ]
     cap = max(limits) if limits else None
+    since = None
+    if cap is not None:
+        created = [
+            int(row[2])
+            for row in db.execute(
+                "SELECT author, addr, created FROM current WHERE kind = 'network' AND retracted = 0"
+            )
+            if str(row[1]) in follows and bytes(row[0]) in follows[str(row[1])]
+        ]
+        since = max(created) // HOUR_MS if created else None
     thresholds = [
         c.body.policies.min_count_threshold
         for c in charters
@@ -201,19 +213,24 @@ def _set_hourly_limit(
         "UPDATE trust_local SET min_count_threshold = ? WHERE id = 0",
         (max(thresholds) if thresholds else None,),
     )
-    (old,) = db.execute("SELECT max_per_hour FROM trust_local WHERE id = 0").fetchone() or (None,)
-    if cap == old:
+    old, old_since = db.execute(
+        "SELECT max_per_hour, limit_since_hour FROM trust_local WHERE id = 0"
+    ).fetchone() or (None, None)
+    if (cap, since) == (old, old_since):
         return []
-    db.execute("UPDATE trust_local SET max_per_hour = ? WHERE id = 0", (cap,))
+    db.execute(
+        "UPDATE trust_local SET max_per_hour = ?, limit_since_hour = ? WHERE id = 0",
+        (cap, since),
+    )
     if cap is None or (old is not None and cap > old):
         db.execute("UPDATE authors SET limited_seq = NULL WHERE limited_seq IS NOT NULL")
         return []
     return [
         bytes(r[0])
         for r in db.execute(
-            "SELECT DISTINCT author FROM author_hours WHERE n > ?"
+            "SELECT DISTINCT author FROM author_hours WHERE n > ? AND hour >= ?"
             " AND author NOT IN (SELECT own FROM trust_local) ORDER BY author",
-            (cap,),
+            (cap, since or 0),
         )
     ]
 
