@@ -25,12 +25,13 @@ def list_cities(db: sqlite3.Connection, *, own: bytes) -> api.CityList:
         " ORDER BY ci.name IS NULL, ci.name, a.author"
     ).fetchall()
     flags = trust_view.marks(db, (bytes(r[0]) for r in rows))
+    said = trust_view.governance(db)
     items = []
     for raw_author, name, country, body, created, practices in rows:
         author = bytes(raw_author)
         profile = _city_decoder.decode(body) if body else None
         flag = flags[author]
-        continues, continued_by = trust_view.links(db, author)
+        continues, continued_by = said.links(author)
         items.append(
             api.CityItem(
                 identity=identity_text(author),
@@ -42,7 +43,7 @@ def list_cities(db: sqlite3.Connection, *, own: bytes) -> api.CityList:
                 practices=int(practices),
                 updated=api.utc_from_ms(int(created)) if created is not None else None,
                 own=author == own,
-                memberships=trust_view.memberships(db, author),
+                memberships=said.memberships.get(author, []),
                 continues=continues,
                 continued_by=continued_by,
                 unverified=flag.unverified,
@@ -62,7 +63,8 @@ def city_detail(
         return None
     seq, key, frozen = row
     flag = trust_view.mark(db, author)
-    continues, continued_by = trust_view.links(db, author)
+    said = trust_view.governance(db)
+    continues, continued_by = said.links(author)
     current = db.execute(
         "SELECT body, created FROM current WHERE author = ? AND kind = 'city' AND addr = ''",
         (author,),
@@ -91,7 +93,7 @@ def city_detail(
         updated=api.utc_from_ms(int(current[1])) if current else None,
         own=author == own,
         equivocated=frozen is not None,
-        memberships=trust_view.memberships(db, author),
+        memberships=said.memberships.get(author, []),
         continues=continues,
         continued_by=continued_by,
         unverified=flag.unverified,

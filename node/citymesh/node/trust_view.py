@@ -68,24 +68,41 @@ def unverified_records(db: sqlite3.Connection) -> int:
     return int(row[0])
 
 
-def memberships(db: sqlite3.Connection, member: bytes) -> list[api.MembershipInfo]:
-    """Every current membership record naming the city, from stewards of followed networks."""
+@dataclass(frozen=True, slots=True)
+class Governance:
+    """What the followed networks' stewards say of each city, read in one pass (a city list
+    asks it for every city)."""
+
+    memberships: dict[bytes, list[api.MembershipInfo]]
+    continues: dict[bytes, str]
+    continued_by: dict[bytes, str]
+
+    def links(self, city: bytes) -> tuple[str | None, str | None]:
+        return self.continues.get(city), self.continued_by.get(city)
+
+
+def governance(db: sqlite3.Connection) -> Governance:
+    """Current membership records signed by stewards of followed networks, by the city they
+    name, and the re-admissions (``replaces``) linking a city's old and new identities."""
     stewards = {
         (str(n), bytes(s))
         for n, s in db.execute(
             "SELECT DISTINCT network, member FROM standings WHERE role = 'steward'"
         )
     }
-    out = []
+    by_member: dict[bytes, list[api.MembershipInfo]] = {}
+    continues: dict[bytes, str] = {}
+    continued_by: dict[bytes, str] = {}
+    if not stewards:
+        return Governance(by_member, continues, continued_by)
     for issuer, body in db.execute(
-        "SELECT author, body FROM current WHERE kind = 'membership' AND addr = ?"
-        " AND retracted = 0 ORDER BY created",
-        (identity_text(member),),
+        "SELECT author, body FROM current WHERE kind = 'membership' AND retracted = 0"
+        " ORDER BY created"
     ):
         m = _membership.decode(body)
         if (m.network, bytes(issuer)) not in stewards:
             continue  # signed by someone this node does not trust as a steward
-        out.append(
+        by_member.setdefault(m.member, []).append(
             api.MembershipInfo(
                 network=m.network,
                 role=m.role,
@@ -95,28 +112,7 @@ def memberships(db: sqlite3.Connection, member: bytes) -> list[api.MembershipInf
                 issuer=identity_text(bytes(issuer)),
             )
         )
-    return out
-
-
-def links(db: sqlite3.Connection, city: bytes) -> tuple[str | None, str | None]:
-    """(the identity ``city`` continues, the identity it is continued by), from re-admissions
-    (``replaces``) that stewards of followed networks signed."""
-    stewards = {
-        (str(n), bytes(s))
-        for n, s in db.execute(
-            "SELECT DISTINCT network, member FROM standings WHERE role = 'steward'"
-        )
-    }
-    continues = continued_by = None
-    for issuer, addr, body in db.execute(
-        "SELECT author, addr, body FROM current WHERE kind = 'membership' AND retracted = 0"
-        ' AND body LIKE \'%"replaces":"%\''
-    ):
-        m = _membership.decode(body)
-        if m.replaces is None or (m.network, bytes(issuer)) not in stewards:
-            continue
-        if m.member == city:
-            continues = identity_text(m.replaces)
-        elif m.replaces == city:
-            continued_by = str(addr)
-    return continues, continued_by
+        if m.replaces is not None:
+            continues[m.member] = identity_text(m.replaces)
+            continued_by[m.replaces] = identity_text(m.member)
+    return Governance(by_member, continues, continued_by)
