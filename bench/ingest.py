@@ -504,7 +504,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "raw_verify_per_second": round(raw, 1),
         "ratio": round(rate / raw, 3),
         "raw_verify_per_cpu_second": round(raw_cpu, 1),
-        "peak_rss_mb": max(report.get("ru_maxrss_mb", 0.0), report.get("vmhwm_mb", 0.0)),
+        # VmHWM, the node's own peak: ru_maxrss survives exec and counts the forking parent
+        "peak_rss_mb": report.get("vmhwm_mb", 0.0),
         "peak_rss": {k: report.get(k) for k in ("ru_maxrss_mb", "vmhwm_mb")},
         "node_cpu_seconds": report.get("cpu_seconds"),
         "cpu_count": os.cpu_count(),
