@@ -97,10 +97,12 @@ def _rating_summary(db: sqlite3.Connection, scores: list[int]) -> api.RatingSumm
 
 def _ratings(db: sqlite3.Connection, ref: str) -> list[api.RatingItem]:
     out = []
-    for rater, created, body, city, counted in db.execute(
-        "SELECT r.rater, r.created, c.body, ci.name, r.counts FROM ratings r"
+    for rater, created, body, city, counted, revoked in db.execute(
+        "SELECT r.rater, r.created, c.body, ci.name, r.counts, t.state IS 'revoked'"
+        " FROM ratings r"
         " JOIN current c ON c.author = r.rater AND c.kind = 'rating' AND c.addr = r.ref"
-        " LEFT JOIN cities ci ON ci.author = r.rater WHERE r.ref = ? ORDER BY r.created",
+        " LEFT JOIN cities ci ON ci.author = r.rater LEFT JOIN trust t ON t.author = r.rater"
+        " WHERE r.ref = ? ORDER BY r.created",
         (ref,),
     ):
         rating = _rating_decoder.decode(body)
@@ -115,7 +117,7 @@ def _ratings(db: sqlite3.Connection, ref: str) -> list[api.RatingItem]:
                 conflict_of_interest=rating.conflict_of_interest,
                 updated=api.utc_from_ms(int(created)),
                 unverified=not counted,
-                revoked=trust_view.mark(db, bytes(rater)).revoked,
+                revoked=bool(revoked),
             )
         )
     return out
@@ -123,10 +125,12 @@ def _ratings(db: sqlite3.Connection, ref: str) -> list[api.RatingItem]:
 
 def _replications(db: sqlite3.Connection, ref: str) -> list[api.ReplicationItem]:
     out = []
-    for author, created, body, city, counted in db.execute(
-        "SELECT r.author, r.created, c.body, ci.name, r.counts FROM replications r"
+    for author, created, body, city, counted, revoked in db.execute(
+        "SELECT r.author, r.created, c.body, ci.name, r.counts, t.state IS 'revoked'"
+        " FROM replications r"
         " JOIN current c ON c.author = r.author AND c.kind = 'replication' AND c.addr = r.ref"
-        " LEFT JOIN cities ci ON ci.author = r.author WHERE r.ref = ? ORDER BY r.created",
+        " LEFT JOIN cities ci ON ci.author = r.author LEFT JOIN trust t ON t.author = r.author"
+        " WHERE r.ref = ? ORDER BY r.created",
         (ref,),
     ):
         rep = _replication_decoder.decode(body)
@@ -142,7 +146,7 @@ def _replications(db: sqlite3.Connection, ref: str) -> list[api.ReplicationItem]
                 outcome=rep.outcome,
                 updated=api.utc_from_ms(int(created)),
                 unverified=not counted,
-                revoked=trust_view.mark(db, bytes(author)).revoked,
+                revoked=bool(revoked),
             )
         )
     return out

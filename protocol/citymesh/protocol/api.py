@@ -208,6 +208,11 @@ class Health(ApiStruct, frozen=True, kw_only=True):
     version: Annotated[str, Meta(max_length=64, description="Software version.")] = ""
 
 
+RevokedFlag = Annotated[
+    bool, Meta(description="The author's membership was revoked after this record.")
+]
+
+
 class RelayStatus(ApiStruct, frozen=True, kw_only=True):
     """One relay the node is connected to (or trying to be)."""
 
@@ -318,9 +323,7 @@ class PracticeItem(ApiStruct, frozen=True, kw_only=True):
     unverified: Annotated[
         bool, Meta(description="The author is not a member of any network this node follows.")
     ] = False
-    revoked: Annotated[
-        bool, Meta(description="The author's membership was revoked after this record.")
-    ] = False
+    revoked: RevokedFlag = False
 
 
 class PracticeQuery(RequestStruct, frozen=True, kw_only=True):
@@ -379,9 +382,7 @@ class RatingItem(ApiStruct, frozen=True, kw_only=True):
     conflict_of_interest: bool = False
     updated: UtcTime
     unverified: bool = False
-    revoked: Annotated[
-        bool, Meta(description="The author's membership was revoked after this record.")
-    ] = False
+    revoked: RevokedFlag = False
 
 
 class ReplicationItem(ApiStruct, frozen=True, kw_only=True):
@@ -397,9 +398,7 @@ class ReplicationItem(ApiStruct, frozen=True, kw_only=True):
     outcome: Outcome | None = None
     updated: UtcTime
     unverified: bool = False
-    revoked: Annotated[
-        bool, Meta(description="The author's membership was revoked after this record.")
-    ] = False
+    revoked: RevokedFlag = False
 
 
 class HistoryItem(ApiStruct, frozen=True, kw_only=True):
@@ -448,9 +447,7 @@ class PracticeDetail(ApiStruct, frozen=True, kw_only=True):
         ReplicationItem | None, Meta(description="This city's current replication of it.")
     ] = None
     unverified: bool = False
-    revoked: Annotated[
-        bool, Meta(description="The author's membership was revoked after this record.")
-    ] = False
+    revoked: RevokedFlag = False
 
 
 # -- ratings and replications -------------------------------------------------------------------
@@ -503,9 +500,7 @@ class CityItem(ApiStruct, frozen=True, kw_only=True):
     ] = None
     own: bool = False
     unverified: bool = False
-    revoked: Annotated[
-        bool, Meta(description="The author's membership was revoked after this record.")
-    ] = False
+    revoked: RevokedFlag = False
 
 
 class CityList(ApiStruct, frozen=True, kw_only=True):
@@ -538,9 +533,7 @@ class CityDetail(ApiStruct, frozen=True, kw_only=True):
     ] = None
     own: bool = False
     unverified: bool = False
-    revoked: Annotated[
-        bool, Meta(description="The author's membership was revoked after this record.")
-    ] = False
+    revoked: RevokedFlag = False
     equivocated: Annotated[
         bool, Meta(description="Two records with one seq seen: nothing past the fork counts.")
     ] = False
@@ -679,9 +672,7 @@ class IndicatorTable(ApiStruct, frozen=True, kw_only=True):
     updated: UtcTime
     table: IndicatorsBody
     unverified: bool = False
-    revoked: Annotated[
-        bool, Meta(description="The author's membership was revoked after this record.")
-    ] = False
+    revoked: RevokedFlag = False
 
 
 class IndicatorList(ApiStruct, frozen=True, kw_only=True):
@@ -794,9 +785,7 @@ class Event(ApiStruct, frozen=True, kw_only=True):
         Meta(description="The practice concerned (practice, rating, replication records)."),
     ] = None
     unverified: bool = False
-    revoked: Annotated[
-        bool, Meta(description="The author's membership was revoked after this record.")
-    ] = False
+    revoked: RevokedFlag = False
 
 
 REQUEST_TYPES: Final[tuple[type[Struct], ...]] = (
