@@ -3,10 +3,15 @@ changed (live records, or the node coming back) while the screen was on top or b
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, TypeVar, cast
 
 from textual.screen import ModalScreen, Screen
+from textual.widgets import Static
 
+from citymesh.protocol import api
+
+from ..client import ApiError, NodeUnavailable
 from ..messages import NodeStateChanged, RecordsChanged
 
 if TYPE_CHECKING:
@@ -57,3 +62,37 @@ class BaseDialog(ModalScreen[ResultT]):
     @property
     def cm(self) -> CitymeshApp:
         return cast("CitymeshApp", self.app)
+
+
+class PublishDialog(BaseDialog[api.Published | None]):
+    """A form in a dialog that signs one record: its ``#error`` line, and sending that keeps
+    the form when the node is away or refuses it."""
+
+    sending = False
+    notify_title = ""
+    """Title of the notification once the record is signed."""
+
+    def show_error(self, text: str, *, error: bool = True) -> None:
+        line = self.query_one("#error", Static)
+        line.update(text)
+        line.set_class(not error, "-info")
+        line.set_class(bool(text), "-shown")
+
+    async def send_record(
+        self, sending: Awaitable[api.Published], *, unreachable: str, refused: str, done: str
+    ) -> None:
+        """Await the node's answer; on success say ``done`` (with the seq) and close."""
+        self.sending = True
+        self.show_error("Sending…", error=False)
+        try:
+            published = await sending
+        except NodeUnavailable as err:
+            self.cm.node_lost(err.cause)
+            self.show_error(unreachable)
+        except ApiError as err:
+            self.show_error(f"{refused}: {err}")
+        else:
+            self.notify(f"{done} (seq {published.seq}).", title=self.notify_title)
+            self.dismiss(published)
+        finally:
+            self.sending = False

@@ -15,10 +15,9 @@ from citymesh.protocol import api
 from citymesh.protocol.records import Scores
 
 from .. import labels
-from ..client import ApiError, NodeUnavailable
 from ..formatting import best_text, city_text
 from ..widgets.score_input import ScoreInput
-from .base import BaseDialog
+from .base import PublishDialog
 
 DIMENSIONS: Final = (
     ("relevance", "Relevance"),
@@ -28,8 +27,10 @@ DIMENSIONS: Final = (
 )
 
 
-class RateDialog(BaseDialog[api.Published | None]):
+class RateDialog(PublishDialog):
     """Dismissed with the `api.Published` answer, or None when cancelled."""
+
+    notify_title = "Rated"
 
     AUTO_FOCUS = "#overall"
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -41,7 +42,6 @@ class RateDialog(BaseDialog[api.Published | None]):
     def __init__(self, detail: api.PracticeDetail) -> None:
         super().__init__()
         self.detail = detail
-        self.sending = False
 
     def compose(self) -> ComposeResult:
         own = self.detail.own_rating
@@ -136,26 +136,10 @@ class RateDialog(BaseDialog[api.Published | None]):
 
     @work(exclusive=True, group="send")
     async def send(self, rating: api.RatingIn) -> None:
-        self.sending = True
-        self.show_error("Sending…", error=False)
-        try:
-            published = await self.cm.client.rate(self.detail.ref, rating)
-        except NodeUnavailable as err:
-            self.cm.node_lost(err.cause)
-            self.show_error(
-                "The node is unreachable; your rating is kept here. "
-                "Press Enter again once it is back."
-            )
-        except ApiError as err:
-            self.show_error(f"The node refused the rating: {err}")
-        else:
-            self.notify(f"Rating published (seq {published.seq}).", title="Rated")
-            self.dismiss(published)
-        finally:
-            self.sending = False
-
-    def show_error(self, text: str, *, error: bool = True) -> None:
-        line = self.query_one("#error", Static)
-        line.update(text)
-        line.set_class(not error, "-info")
-        line.set_class(bool(text), "-shown")
+        await self.send_record(
+            self.cm.client.rate(self.detail.ref, rating),
+            unreachable="The node is unreachable; your rating is kept here. "
+            "Press Enter again once it is back.",
+            refused="The node refused the rating",
+            done="Rating published",
+        )

@@ -18,9 +18,8 @@ from citymesh.protocol import api
 from citymesh.protocol.records import Outcome
 
 from .. import labels
-from ..client import ApiError, NodeUnavailable
 from ..formatting import best_text, city_text
-from .base import BaseDialog
+from .base import PublishDialog
 
 RELATIONS = [(f"we {text}", code) for code, text in labels.RELATION.items()]
 STATUSES = [(text, code) for code, text in labels.REPLICATION_STATUS.items()]
@@ -33,8 +32,10 @@ def row(label: str, widget: Widget) -> ComposeResult:
         yield widget
 
 
-class ReplicateDialog(BaseDialog[api.Published | None]):
+class ReplicateDialog(PublishDialog):
     """Dismissed with the `api.Published` answer, or None when cancelled."""
+
+    notify_title = "Replication"
 
     AUTO_FOCUS = "#relation"
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -45,7 +46,6 @@ class ReplicateDialog(BaseDialog[api.Published | None]):
     def __init__(self, detail: api.PracticeDetail) -> None:
         super().__init__()
         self.detail = detail
-        self.sending = False
 
     def compose(self) -> ComposeResult:
         own = self.detail.own_replication
@@ -186,25 +186,9 @@ class ReplicateDialog(BaseDialog[api.Published | None]):
 
     @work(exclusive=True, group="send")
     async def send(self, replication: api.ReplicationIn) -> None:
-        self.sending = True
-        self.show_error("Sending…", error=False)
-        try:
-            published = await self.cm.client.replicate(self.detail.ref, replication)
-        except NodeUnavailable as err:
-            self.cm.node_lost(err.cause)
-            self.show_error(
-                "The node is unreachable; the form is kept. Save again once it is back."
-            )
-        except ApiError as err:
-            self.show_error(f"The node refused it: {err}")
-        else:
-            self.notify(f"Replication saved (seq {published.seq}).", title="Replication")
-            self.dismiss(published)
-        finally:
-            self.sending = False
-
-    def show_error(self, text: str, *, error: bool = True) -> None:
-        line = self.query_one("#error", Static)
-        line.update(text)
-        line.set_class(not error, "-info")
-        line.set_class(bool(text), "-shown")
+        await self.send_record(
+            self.cm.client.replicate(self.detail.ref, replication),
+            unreachable="The node is unreachable; the form is kept. Save again once it is back.",
+            refused="The node refused it",
+            done="Replication saved",
+        )
