@@ -33,9 +33,12 @@ from citymesh.protocol.errors import (
 )
 from citymesh.protocol.identity import Genesis, SecretKey, identity_of
 from citymesh.protocol.records import (
+    DIM_CODE_PATTERN,
+    DIM_ID_PATTERN,
     KINDS,
     MAX_FUTURE_MS,
     MAX_PAYLOAD,
+    Cell,
     CityBody,
     HeadBody,
     PracticeBody,
@@ -625,3 +628,37 @@ def test_seal_validates_like_a_receiver(secret: SecretKey, author: bytes) -> Non
         ).body,
         PracticeBody,
     )
+
+
+@pytest.mark.parametrize(
+    ("dims", "named"),
+    [
+        ({"sex": "F"}, "dimension id"),
+        ({"SEX": "F/M"}, "code of SEX"),
+        ({"SEX": ""}, "code of SEX"),
+        ({"SEX": "F\n"}, "code of SEX"),
+        ({"S" * 33: "F"}, "dimension id"),
+    ],
+)
+def test_cell_dimensions_keep_their_patterns(
+    make_record: MakeRecord, dims: dict[str, str], named: str
+) -> None:
+    """Cell dims are checked through a memo, not msgspec's per-string pattern: the same rules,
+    the same error kind, the cell's path in the field, whether the memo saw the pair before."""
+    record = make_record("indicators", seq=2, prev=bytes(32))
+
+    def change(payload: dict[str, Any]) -> None:
+        payload["body"]["cells"][-1]["dims"] = dims
+
+    for _ in range(2):  # second time from the memo
+        err = reject(altered(record, change), InvalidRecordError)
+        assert named in str(err)
+        assert err.field is not None and "cells[" in err.field
+
+
+def test_cell_dimension_patterns_stay_in_the_schema() -> None:
+    schema = msgspec.json.schema(Cell)
+    dims = schema["$defs"]["Cell"]["properties"]["dims"]
+    assert dims["propertyNames"]["pattern"] == DIM_ID_PATTERN
+    assert dims["additionalProperties"]["pattern"] == DIM_CODE_PATTERN
+    assert dims["maxProperties"] == 8
