@@ -8,6 +8,9 @@
 - ``POST /v1/sync/reconcile`` with `ReconcileIn` (msgpack or JSON) → `ReconcileOut` (same
   encoding as the request): one negentropy round (see `citymesh.protocol.reconcile`) over the ids
   of the records this node stores, optionally scoped to one kind and a ``created`` time range.
+- ``POST /v1/sync/sketch`` with `SketchIn` (msgpack or JSON) → `SketchOut` (same encoding): coded
+  symbols [start, end) of a rateless IBLT over the same ids (see `citymesh.protocol.sketch`),
+  same scope; a few kilobytes whatever the differences, where ranges pay per scattered one.
 
 These routes serve signed public records only and change nothing: they need no bearer token.
 """
@@ -21,6 +24,7 @@ from msgspec import Meta, Struct
 from .api import IdentityText, RequestStruct
 from .reconcile import Message
 from .records import KINDS, TimestampMs
+from .sketch import SketchChunk, SketchSymbols
 
 MAX_PAGE: Final = 1000
 """Records in one ``GET /v1/sync/records`` page at most."""
@@ -91,10 +95,27 @@ class ReconcileOut(Struct, frozen=True, kw_only=True):
     message: Message
 
 
+class SketchIn(RequestStruct, frozen=True, kw_only=True):
+    """Which coded symbols of this node's record ids to send; scoped as in `ReconcileIn`."""
+
+    chunk: SketchChunk
+    kind: Kind | None = None
+    since: TimestampMs | None = None
+    """Only records created at or after this (UTC ms)."""
+    until: TimestampMs | None = None
+    """Only records created before this (UTC ms)."""
+
+
+class SketchOut(Struct, frozen=True, kw_only=True):
+    symbols: SketchSymbols
+
+
 SCHEMA_TYPES: Final[tuple[type[Struct], ...]] = (
     SyncHeads,
     SyncRecordsQuery,
     SyncRecords,
     ReconcileIn,
     ReconcileOut,
+    SketchIn,
+    SketchOut,
 )
