@@ -53,6 +53,7 @@ SEMANTIC_422 = frozenset(
         "unknown_city",
         "too_large",
         "bad_reconcile",  # a reconcile message's bounds and payload sizes
+        "bad_sketch",  # a sketch chunk's end must be after its start
     }
 )
 

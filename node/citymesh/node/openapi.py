@@ -416,6 +416,38 @@ def build_document() -> dict[str, Any]:
             },
         }
     }
+    paths["/v1/sync/sketch"] = {
+        "post": {
+            "operationId": "syncSketch",
+            "summary": "Coded symbols [start, end) of a rateless IBLT over this node's record ids",
+            "description": "The same ids and scope as `/v1/sync/reconcile`; each symbol is 42"
+            " bytes (id XOR, checksum XOR, count mod 2^16). Ask for more until the difference"
+            " decodes; see protocol/citymesh/protocol/sketch.py. Send msgpack (or JSON, bytes"
+            " as base64); the reply uses the request's encoding. Rules the schema cannot state:"
+            " `end` after `start` (422 `bad_sketch`), at most 4,096 symbols a chunk (422"
+            " `too_large`).",
+            "security": [],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/msgpack": {"schema": _ref(api_sync.SketchIn)},
+                    "application/json": {"schema": _ref(api_sync.SketchIn)},
+                },
+            },
+            "responses": {
+                "200": {
+                    "description": "The symbols, in the request's encoding.",
+                    "content": {
+                        "application/msgpack": {"schema": _ref(api_sync.SketchOut)},
+                        "application/json": {"schema": _ref(api_sync.SketchOut)},
+                    },
+                },
+                "413": _json(api.ErrorResponse, "Body over the size limit."),
+                "415": _json(api.ErrorResponse, "Body is neither msgpack nor JSON."),
+                **bad_input,
+            },
+        }
+    }
     return {
         "openapi": "3.1.0",
         "info": {"title": "citymesh node API", "version": VERSION},

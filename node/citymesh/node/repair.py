@@ -10,8 +10,12 @@ Three jobs, one task (`Repairer`), started by the daemon:
   with a growing delay (up to ``MAX_BACKOFF``).
 - **Anti-entropy with peers**, every ``anti_entropy_interval``: per-author heads
   (``GET /v1/sync/heads``) and the records after our applied seq wherever a peer is ahead; then a
-  negentropy reconciliation (``POST /v1/sync/reconcile``) over all record ids for the rest (held
-  records, evidence of equivocation), fetching what we lack by id.
+  set reconciliation over all record ids for the rest (held records, evidence of equivocation),
+  fetching what we lack by id. It tries the sketch first (``POST /v1/sync/sketch``: coded symbols,
+  a few kilobytes wherever the differences lie) and falls back to negentropy ranges
+  (``POST /v1/sync/reconcile``) when the sketch does not decode within its bound or the peer is
+  a node without the route (404). This node's own symbols are kept between passes and updated
+  with the records that came and went.
 - **Relay audit**, every ``audit_interval``: this city's own records on each relay are compared
   with its own log, and the ones a relay lost are queued again for it (the outbox sends them in
   chain order) once they were sent longer ago than the stream's duplicate window. A wiped stream, and own records lost past the relay's head, are refilled by the
@@ -40,7 +44,7 @@ import nats.errors
 import nats.js.errors
 from nats.js import api as js_api
 
-from citymesh.protocol import api_sync
+from citymesh.protocol import api_sync, sketch
 from citymesh.protocol.envelope import open_envelope
 from citymesh.protocol.errors import ProtocolError
 from citymesh.protocol.identity import identity_text, parse_identity
@@ -68,6 +72,7 @@ FETCH_TIMEOUT = 10.0
 
 _records = msgspec.msgpack.Decoder(api_sync.SyncRecords)
 _reconcile_out = msgspec.msgpack.Decoder(api_sync.ReconcileOut)
+_sketch_out = msgspec.msgpack.Decoder(api_sync.SketchOut)
 _heads = msgspec.json.Decoder(api_sync.SyncHeads)
 _encoder = msgspec.msgpack.Encoder()
 
@@ -88,6 +93,12 @@ class PeerSync:
     bytes_received: int = 0
     need: int = 0
     have: int = 0
+    reconcile_bytes: int = 0
+    """Of those, the set reconciliation's requests and replies (sketch, then ranges if used)."""
+    method: str = ""
+    """How the sets were reconciled: ``sketch`` or ``ranges``."""
+    sketch_failed: str | None = None
+    """Why the sketch was not used, when it was tried and ranges followed."""
 
 
 @dataclass
@@ -127,6 +138,12 @@ class Repairer:
         """Author → (monotonic time of the next attempt, current delay)."""
         self._next_anti_entropy = 0.0
         self._next_audit = 0.0
+        self._sketch = sketch.Encoder()
+        """The coded symbols of every record id here (held ones too), kept between passes."""
+        self._sketch_version: tuple[int, int] = (-1, -1)
+        self._sketch_lock = asyncio.Lock()
+        self.sketch_max_symbols = sketch.MAX_SYMBOLS
+        """Symbols asked for at most before falling back to ranges (about 1.4 per difference)."""
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -397,12 +414,91 @@ class Repairer:
         )
 
     async def _reconcile(self, peer: str, sync: PeerSync) -> None:
+        """The sketch if it decodes, else ranges; then fetch what we lack by id."""
+        need = await self._by_sketch(peer, sync)
+        if need is None:
+            need = await self._by_ranges(peer, sync)
+        if need:
+            await self._records_by_id(peer, need, sync)
+
+    def _ids_if_changed(self) -> tuple[tuple[int, int], list[bytes]] | None:
+        """(version, every record id here, held ones too) if the records may have changed since
+        our symbols were last updated, else None (writer thread)."""
+        store = self.node.writer.store
+        assert store is not None
+        db = store.db
+        # data_version moves with other connections' commits, total_changes with this one's.
+        version = (int(db.execute("PRAGMA data_version").fetchone()[0]), db.total_changes)
+        if version == self._sketch_version:
+            return None
+        return version, [bytes(i) for (i,) in db.execute("SELECT id FROM records")]
+
+    def _update_sketch(self, version: tuple[int, int], ids: list[bytes]) -> None:
+        self._sketch.update(ids)
+        self._sketch_version = version
+
+    async def _by_sketch(self, peer: str, sync: PeerSync) -> list[bytes] | None:
+        """Ids the peer holds and we lack, from its coded symbols; None when the sketch does not
+        serve (a peer without the route, a difference too large to decode within the bound, a
+        reply that does not fit) and ranges should be used."""
+        async with self._sketch_lock:  # one session at a time uses our symbols
+            changed = await self.node.writer.run(self._ids_if_changed)
+            if changed is not None:  # walking the ids that came and went takes a while
+                await asyncio.to_thread(self._update_sketch, *changed)
+            session = sketch.Session(self._sketch, max_symbols=self.sketch_max_symbols)
+            try:
+                reason = await self._sketch_rounds(peer, session, sync)
+            except ProtocolError as err:  # malformed symbols, or not decoded within the bound
+                reason = str(err)
+        if reason is not None:
+            sync.sketch_failed = reason
+            log.log(
+                logging.DEBUG if reason.startswith("HTTP 404") else logging.INFO,
+                "peer %s: sketch not used (%s); reconciling by ranges",
+                peer,
+                reason,
+            )
+            return None
+        sync.method = "sketch"
+        sync.need, sync.have = len(session.need), len(session.have)
+        return session.need
+
+    async def _sketch_rounds(
+        self, peer: str, session: sketch.Session, sync: PeerSync
+    ) -> str | None:
+        """Ask for symbols until the session decodes; why not, if it cannot."""
+        assert self._session is not None
+        chunk = session.next_chunk()
+        while chunk is not None:
+            data = _encoder.encode(api_sync.SketchIn(chunk=chunk))
+            async with self._session.post(
+                f"{peer}/v1/sync/sketch", data=data, headers={"Content-Type": MSGPACK}
+            ) as resp:
+                body = await _read_capped(resp)
+            sync.rounds += 1
+            sync.bytes_sent += len(data)
+            sync.bytes_received += len(body)
+            sync.reconcile_bytes += len(data) + len(body)
+            if resp.status != 200:
+                return f"HTTP {resp.status}: {body[:200]!r}"
+            try:
+                reply = _sketch_out.decode(body).symbols
+            except msgspec.DecodeError as err:
+                return f"reply: {err}"
+            # Peeling is quick; computing more of our own symbols can take a while.
+            await asyncio.to_thread(session.receive, reply)
+            chunk = session.next_chunk()
+        return None
+
+    async def _by_ranges(self, peer: str, sync: PeerSync) -> list[bytes]:
+        """Ids the peer holds and we lack, by negentropy rounds."""
         assert self._session is not None
         items = await self.node.writer.run(self._own_items)
         rec = Reconciler(items)
         message: Message | None = rec.initiate()
+        rounds = 0
         while message is not None:
-            if sync.rounds >= MAX_ROUNDS:
+            if rounds >= MAX_ROUNDS:
                 raise PeerError(f"{peer}: no agreement after {MAX_ROUNDS} reconcile rounds")
             data = _encoder.encode(api_sync.ReconcileIn(message=message))
             async with self._session.post(
@@ -411,9 +507,11 @@ class Repairer:
                 body = await _read_capped(resp)
                 if resp.status != 200:
                     raise PeerError(f"{peer}: reconcile: HTTP {resp.status}: {body[:200]!r}")
+            rounds += 1
             sync.rounds += 1
             sync.bytes_sent += len(data)
             sync.bytes_received += len(body)
+            sync.reconcile_bytes += len(data) + len(body)
             try:
                 reply = _reconcile_out.decode(body).message
             except msgspec.DecodeError as err:
@@ -422,9 +520,9 @@ class Repairer:
                 message = rec.reconcile(reply)
             except ProtocolError as err:
                 raise PeerError(f"{peer}: reconcile reply: {err}") from err
+        sync.method = "ranges"
         sync.need, sync.have = len(rec.need), len(rec.have)
-        if rec.need:
-            await self._records_by_id(peer, rec.need, sync)
+        return rec.need
 
     # -- relays ------------------------------------------------------------------------------------
     async def audit_relay(self, lk: RelayLink) -> int:
