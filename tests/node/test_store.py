@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from citymesh.node.store import Store, StoreError
 from citymesh.node.store.db import connect
-from citymesh.node.store.migrations import MIGRATIONS, migrate
+from citymesh.node.store.migrations import MIGRATIONS, m007_leaner_ingest, migrate
 from citymesh.protocol.envelope import seal
 from citymesh.protocol.identity import (
     Genesis,
@@ -189,8 +189,17 @@ DERIVED = {
     "ratings": "SELECT rater, ref, id, score, created FROM ratings",
     "replications": "SELECT author, ref, id, relation, status, worked, created FROM replications",
     "authors": "SELECT author, applied_seq, last_id, key, commitment, frozen_seq FROM authors",
+    "author_hours": "SELECT author, hour, n FROM author_hours",
 }
 AUTHOR_COLUMN = {"ratings": "rater"}
+FIGURES = {
+    "practice_stats": "SELECT ref, rating_count, rating_sum, replications, worked"
+    " FROM practice_stats",
+    "practice_search": "SELECT ref, live, rating_count, rating_sum, replications"
+    " FROM practice_search",
+    "search_totals": "SELECT rating_count, rating_sum FROM search_state",
+}
+"""Figures over every author (compared when the whole store is dumped)."""
 
 
 def dump(store: Store, author: bytes | None = None) -> dict[str, Any]:
@@ -200,6 +209,9 @@ def dump(store: Store, author: bytes | None = None) -> dict[str, Any]:
     for table, select in DERIVED.items():
         where = "" if author is None else f" WHERE {AUTHOR_COLUMN.get(table, 'author')} = ?"
         out[table] = sorted(store.db.execute(select + where, args).fetchall(), key=repr)
+    if author is None:
+        for table, select in FIGURES.items():
+            out[table] = sorted(store.db.execute(select).fetchall(), key=repr)
     where = "" if author is None else " WHERE author = ?"
     out["records"] = set(store.db.execute(f"SELECT id, state FROM records{where}", args))
     return out
@@ -709,3 +721,38 @@ def test_garbage_file_is_a_store_error_naming_the_file(tmp_path: Path) -> None:
     assert str(path) in str(info.value)
     assert "\n" not in str(info.value)
     assert path.read_bytes() == garbage  # nothing overwritten
+
+
+def test_m007_keeps_hourly_counts_and_drops_the_repeated_index(tmp_path: Path) -> None:
+    """A database from before m007 (author_hours with a rowid, ratings_rater) keeps its hourly
+    counts and answers rater lookups from the ratings key afterwards."""
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied INTEGER NOT NULL)")
+        upto = MIGRATIONS.index(m007_leaner_ingest)
+        for migration in MIGRATIONS[:upto]:
+            migration(db)
+            db.execute("INSERT INTO _migrations VALUES (?, 0)", (migration.__name__,))
+        db.executemany(
+            "INSERT INTO author_hours (author, hour, n) VALUES (?, ?, ?)",
+            [(b"a" * 32, 100, 7), (b"b" * 32, 101, 600)],
+        )
+        assert migrate(db) == [m.__name__ for m in MIGRATIONS[upto:]]
+        assert db.execute("SELECT author, hour, n FROM author_hours ORDER BY hour").fetchall() == [
+            (b"a" * 32, 100, 7),
+            (b"b" * 32, 101, 600),
+        ]
+        names = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        assert "ratings_rater" not in names
+        assert "author_hours_keyed" not in names
+        plan = " ".join(
+            str(row[-1])
+            for row in db.execute(
+                "EXPLAIN QUERY PLAN SELECT ref FROM ratings WHERE rater = ?", (b"",)
+            )
+        )
+        assert "sqlite_autoindex_ratings_1" in plan
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        db.close()

@@ -27,8 +27,9 @@ from citymesh.protocol.records import (
     ReplicationBody,
 )
 
-from .catalogue import index_practice, practice_ref, refresh_stats, reindex_author, unindex_practice
-from .standing import counts
+from .catalogue import index_practice, practice_ref, reindex_author, unindex_practice
+from .standing import counting_limit
+from .stats import refresh_many
 
 MAX_HELD_PER_AUTHOR = 10_000
 """Records beyond a gap kept per author while waiting for it to fill."""
@@ -51,6 +52,14 @@ class ApplyResult:
     limits: tuple[bytes | None, int | None, int] | None = None
     """(this node's identity, the hourly record limit, the first hour it applies to), read once
     per batch."""
+    hours: dict[tuple[bytes, int], int] = field(default_factory=dict)
+    """Records counted per (author, created-hour): read when first touched, written by
+    `_finish` (one statement per record less than counting in the table)."""
+    stats: set[str] = field(default_factory=set)
+    """Practices whose rating and replication figures `_finish` recomputes."""
+    counting: dict[bytes, int] = field(default_factory=dict)
+    """Each author's counting limit under the trust policy, read once per batch (the policy
+    itself changes only after the batch, in `_follow_trust`)."""
 
 
 @dataclass
@@ -143,7 +152,14 @@ def _rates_itself(author: bytes, ref: str) -> bool:
     return ref.startswith(_identity_text(author) + "/")
 
 
-def _derive(db: sqlite3.Connection, rec: Record) -> None:
+def _counts(db: sqlite3.Connection, result: ApplyResult, author: bytes, seq: int) -> bool:
+    limit = result.counting.get(author)
+    if limit is None:
+        limit = result.counting[author] = counting_limit(db, author)
+    return seq <= limit
+
+
+def _derive(db: sqlite3.Connection, rec: Record, result: ApplyResult) -> None:
     """Update current-state tables for one record applied in chain order."""
     h = rec.header
     body = rec.body
@@ -184,9 +200,9 @@ def _derive(db: sqlite3.Connection, rec: Record) -> None:
         db.execute(
             "INSERT OR REPLACE INTO ratings (rater, ref, id, score, created, counts)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (h.author, h.addr, rec.id, body.score, h.created, counts(db, h.author, h.seq)),
+            (h.author, h.addr, rec.id, body.score, h.created, _counts(db, result, h.author, h.seq)),
         )
-        refresh_stats(db, h.addr)
+        result.stats.add(h.addr)
     elif isinstance(body, ReplicationBody):
         if _rates_itself(h.author, h.addr):
             return  # replicating one's own practice is not evidence
@@ -201,10 +217,10 @@ def _derive(db: sqlite3.Connection, rec: Record) -> None:
                 body.status,
                 body.outcome.worked if body.outcome else None,
                 h.created,
-                counts(db, h.author, h.seq),
+                _counts(db, result, h.author, h.seq),
             ),
         )
-        refresh_stats(db, h.addr)
+        result.stats.add(h.addr)
     elif h.kind == "retraction":
         target_kind, _, target_addr = h.addr.partition("/")
         db.execute(
@@ -227,7 +243,7 @@ def _derive(db: sqlite3.Connection, rec: Record) -> None:
             if target_kind == "practice":
                 unindex_practice(db, practice_ref(h.author, target_addr))
             else:
-                refresh_stats(db, target_addr)
+                result.stats.add(target_addr)
 
 
 _DERIVED = (
@@ -287,9 +303,10 @@ def _rebuild_below(
     for table, column in _DERIVED:
         db.execute(f"DELETE FROM {table} WHERE {column} = ?", (a.author,))
     db.execute("DELETE FROM author_hours WHERE author = ?", (a.author,))
+    for key in [key for key in result.hours if key[0] == a.author]:
+        del result.hours[key]
     a.limited_seq = None  # re-applying what is below finds the same limit again, if any
-    for ref in touched:
-        refresh_stats(db, ref)
+    result.stats.update(touched)
     db.execute(
         "UPDATE records SET state = ? WHERE author = ? AND seq >= ? AND state != 'evidence'"
         + (" AND state = 'applied'" if only_applied else ""),
@@ -429,7 +446,7 @@ def _apply_next(
     a.commitment = keys.commitment
     if not stored_applied:
         db.execute("UPDATE records SET state = 'applied' WHERE id = ?", (rec.id,))
-    _derive(db, rec)
+    _derive(db, rec, result)
     result.applied.append(rec)
     return True
 
@@ -441,30 +458,37 @@ def _over_hourly_limit(
     db: sqlite3.Connection, author: bytes, created: int, result: ApplyResult
 ) -> bool:
     """Count the record in its author's created-hour; True if that breaks the network's limit
-    (never for this node's own records: its log stays whole)."""
-    hour = created // HOUR_MS
-    db.execute(
-        "INSERT INTO author_hours (author, hour, n) VALUES (?, ?, 1)"
-        " ON CONFLICT (author, hour) DO UPDATE SET n = n + 1",
-        (author, hour),
-    )
+    (never for this node's own records: its log stays whole). A refused record is not counted."""
+    key = (author, created // HOUR_MS)
+    n = result.hours.get(key)
+    if n is None:
+        row = db.execute("SELECT n FROM author_hours WHERE author = ? AND hour = ?", key).fetchone()
+        n = int(row[0]) if row else 0
     if result.limits is None:
         row = db.execute(
             "SELECT own, max_per_hour, limit_since_hour FROM trust_local WHERE id = 0"
         ).fetchone()
         result.limits = (bytes(row[0]), row[1], row[2] or 0) if row else (None, None, 0)
     own, cap, since = result.limits
-    if cap is None or author == own or hour < since:
-        return False
-    (n,) = db.execute(
-        "SELECT n FROM author_hours WHERE author = ? AND hour = ?", (author, hour)
-    ).fetchone()
-    if n <= cap:
-        return False
-    db.execute(
-        "UPDATE author_hours SET n = n - 1 WHERE author = ? AND hour = ?", (author, hour)
-    )  # the refused record is not counted
-    return True
+    if cap is not None and author != own and key[1] >= since and n + 1 > cap:
+        result.hours[key] = n
+        return True
+    result.hours[key] = n + 1
+    return False
+
+
+def _finish(db: sqlite3.Connection, result: ApplyResult) -> None:
+    """Write what the batch gathered: hourly counts, practices' figures."""
+    if result.hours:
+        db.executemany(
+            "INSERT INTO author_hours (author, hour, n) VALUES (?, ?, ?)"
+            " ON CONFLICT (author, hour) DO UPDATE SET n = excluded.n",
+            [(author, hour, n) for (author, hour), n in result.hours.items()],
+        )
+        result.hours.clear()
+    if result.stats:
+        refresh_many(db, result.stats)
+        result.stats.clear()
 
 
 def _release(db: sqlite3.Connection, a: _Author, now_ms: int, result: ApplyResult) -> None:
@@ -589,6 +613,7 @@ def apply_records(db: sqlite3.Connection, records: list[Record], *, now_ms: int)
         _release(db, a, now_ms, result)
     for a in authors.values():
         _save_author(db, a)
+    _finish(db, result)
     return result
 
 
@@ -615,6 +640,7 @@ def set_revoked(
     elif a.applied_seq > until_seq:
         _rebuild_below(db, a, until_seq + 1, "revoked", now_ms, result)
     _save_author(db, a)
+    _finish(db, result)
     return result
 
 
@@ -627,4 +653,5 @@ def reapply(db: sqlite3.Connection, author: bytes, *, now_ms: int) -> ApplyResul
     if a.applied_seq:
         _rebuild_below(db, a, a.applied_seq + 1, "held", now_ms, result)
         _save_author(db, a)
+        _finish(db, result)
     return result

@@ -287,12 +287,34 @@ def m005_kind_counts(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX records_state_kind ON records (state, kind)")
 
 
+def m007_leaner_ingest(db: sqlite3.Connection) -> None:
+    """Fewer index writes per ingested record: ``ratings_rater`` repeated the first column of the
+    ratings key (rater, ref), and ``author_hours`` kept a rowid table beside its key index
+    (two B-trees for what one keyed table holds)."""
+    _script(
+        db,
+        """
+        DROP INDEX IF EXISTS ratings_rater;
+        CREATE TABLE author_hours_keyed (
+            author BLOB NOT NULL,
+            hour INTEGER NOT NULL,
+            n INTEGER NOT NULL,
+            PRIMARY KEY (author, hour)
+        ) WITHOUT ROWID;
+        INSERT INTO author_hours_keyed (author, hour, n) SELECT author, hour, n FROM author_hours;
+        DROP TABLE author_hours;
+        ALTER TABLE author_hours_keyed RENAME TO author_hours;
+        """,
+    )
+
+
 MIGRATIONS: list[Migration] = [
     m001_records,
     m002_catalogue,
     m003_search_rows,
     m004_trust,
     m005_kind_counts,
+    m007_leaner_ingest,
 ]
 
 
