@@ -4,6 +4,11 @@ ignored auth included), the examples, coverage, fuzzing and stateful phases, wit
 The node under test (A) and a second city (B) run as processes on one relay; B's practice gives
 A a practice to rate and replicate, A's own one a practice it may not rate (409).
 
+The stateful phase chains requests along the document's OpenAPI links (a published practice's
+author and slug to the practice, its rating, its retraction; a list's first item to its detail;
+a key rotation to the status; ...). It runs first, on its own, while A is fresh, and the test
+checks from schemathesis' records that it ran and how many steps took their input from a link.
+
 What the document states only in words is told to schemathesis as it is told to any client:
 
 - identities and keys carry a ``format`` (``citymesh-identity``, ``citymesh-key``): the bech32m
@@ -14,13 +19,16 @@ What the document states only in words is told to schemathesis as it is told to 
   list for schema-valid input, so it is added there, and a check of our own makes sure that
   every 422 carries one of those documented codes (a 422 for anything else fails the run).
 
-Bounded: a fixed seed, few examples per operation; about a minute on two cores.
+Bounded: a fixed seed, few examples per operation; under three minutes on two cores.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +36,9 @@ import pytest
 import schemathesis
 from hypothesis import strategies as st
 from schemathesis.config import SchemathesisConfig
-from schemathesis.engine import events
+from schemathesis.engine import Status, events
+from schemathesis.engine.recorder import ScenarioRecorder
+from schemathesis.engine.run import PhaseName
 from schemathesis.schemas import BaseSchema
 
 from citymesh.node.natsserver import NatsServer
@@ -41,6 +51,13 @@ pytestmark = pytest.mark.slow
 
 SEED = 20_251_201
 MAX_EXAMPLES = int(os.environ.get("CITYMESH_ST_EXAMPLES", "12"))
+MIN_LINK_STEPS = 60
+"""Stateful steps whose input came from a link of the document (of some 450 steps; about 150
+take one, as schemathesis sometimes draws a parameter afresh instead)."""
+MIN_LINKS = 20
+"""Distinct links those steps followed."""
+GET_PUBLISHED = "POST /v1/practices -> [201] GetPractice -> GET /v1/practices/{author}/{addr}"
+RATE = "-> POST /v1/practices/{author}/{addr}/ratings"
 SEMANTIC_422 = frozenset(
     {
         "bad_identity",
@@ -79,7 +96,42 @@ def _register_formats(identities: list[str], keys: list[str]) -> None:
     schemathesis.openapi.format(api.KEY_FORMAT, st.sampled_from(keys) | random_key)
 
 
-def _run(url: str, token: str) -> tuple[list[str], dict[str, int]]:
+@dataclass
+class Outcome:
+    """What a run found, and how much of the stateful phase's link graph it walked."""
+
+    problems: list[str] = field(default_factory=list)
+    tally: dict[str, int] = field(default_factory=dict)
+    stateful_status: Status | None = None
+    stateful_skip: object = None
+    stateful_transitions: int = 0
+    followed: Counter[str] = field(default_factory=Counter)
+    """Stateful steps that took a value from a declared (not inferred) link, by link."""
+    answers: defaultdict[str, Counter[int]] = field(default_factory=lambda: defaultdict(Counter))
+    """The statuses those steps were answered with, by link."""
+
+    def count_links(self, recorder: ScenarioRecorder) -> None:
+        for case_id, node in recorder.cases.items():
+            transition = node.transition
+            if transition is None or transition.is_inferred or not node.is_transition_applied:
+                continue
+            self.followed[transition.id] += 1
+            interaction = recorder.interactions.get(case_id)
+            if interaction is not None and interaction.response is not None:
+                self.answers[transition.id][interaction.response.status_code] += 1
+
+    def answered(self, link_suffix: str, *statuses: int) -> int:
+        """Steps along links ending in ``link_suffix`` answered with one of ``statuses``."""
+        return sum(
+            codes[status]
+            for link, codes in self.answers.items()
+            if link.endswith(link_suffix)
+            for status in statuses
+        )
+
+
+def _run(url: str, token: str, outcome: Outcome, *, stateful: bool) -> None:
+    """One engine run: the stateful phase alone, or the examples, coverage and fuzzing phases."""
     config = SchemathesisConfig.from_dict(
         {
             "seed": SEED,
@@ -89,10 +141,10 @@ def _run(url: str, token: str) -> tuple[list[str], dict[str, int]]:
             "suppress-health-check": ["all"],
             "generation": {"max-examples": MAX_EXAMPLES, "database": "none"},
             "phases": {
-                "examples": {"enabled": True},
-                "coverage": {"enabled": True},
-                "fuzzing": {"enabled": True},
-                "stateful": {"enabled": True, "max-steps": 40},
+                "examples": {"enabled": not stateful},
+                "coverage": {"enabled": not stateful},
+                "fuzzing": {"enabled": not stateful},
+                "stateful": {"enabled": stateful, "max-steps": 40},
             },
             "checks": {
                 "positive_data_acceptance": {
@@ -130,25 +182,31 @@ def _run(url: str, token: str) -> tuple[list[str], dict[str, int]]:
         }
     )
     schema: BaseSchema = schemathesis.openapi.from_url(f"{url}/openapi.json", config=config)
-    problems: list[str] = []
-    tally: dict[str, int] = {}
     for event in schemathesis.engine.from_schema(schema).execute():
-        if isinstance(event, events.ScenarioFinished | events.FuzzScenarioFinished):
+        if isinstance(event, events.PhaseFinished) and stateful:
+            if event.phase.name is PhaseName.STATEFUL_TESTING:
+                outcome.stateful_status = event.status
+                outcome.stateful_skip = event.phase.skip_reason
+        elif isinstance(event, events.PhaseStarted) and stateful:
+            if isinstance(event.payload, events.StatefulPhasePayload):
+                outcome.stateful_transitions = event.payload.transitions_selected
+        elif isinstance(event, events.ScenarioFinished | events.FuzzScenarioFinished):
             phase = getattr(event, "phase", None)
             name = phase.value if phase is not None else "fuzz"
-            tally[name] = tally.get(name, 0) + len(event.recorder.cases)
+            outcome.tally[name] = outcome.tally.get(name, 0) + len(event.recorder.cases)
+            if phase is PhaseName.STATEFUL_TESTING:
+                outcome.count_links(event.recorder)
             for checks in event.recorder.checks.values():
                 for check in checks:
                     if check.failure_info is not None:
                         failure = check.failure_info.failure
-                        problems.append(
+                        outcome.problems.append(
                             f"[{name}] {event.recorder.label} {check.name} ({failure.code}): "
                             f"{failure.title}\n{failure.message}\n"
                             f"{check.failure_info.code_sample[:600]}"
                         )
         elif isinstance(event, events.NonFatalError | events.FatalError):
-            problems.append(f"error: {event.info.format()}")  # type: ignore[union-attr]
-    return problems, tally
+            outcome.problems.append(f"error: {event.info.format()}")  # type: ignore[union-attr]
 
 
 async def test_schemathesis_finds_no_failure(nats_server: NatsServer, tmp_path: Path) -> None:
@@ -160,8 +218,12 @@ async def test_schemathesis_finds_no_failure(nats_server: NatsServer, tmp_path: 
         b.start()
         await a.wait_ready()
         await b.wait_ready()
-        theirs = await b.publish(1, "welcome-desk")
-        await a.publish(2, "own-desk")
+        own = await a.publish(2, "own-desk")
+        theirs = await b.publish(1, "welcome-desk")  # the newer: first in a plain search
+        # Found by the stateful phase: a retraction reason over the document's maxLength was cut
+        # short and the practice retracted. It is refused, and nothing is retracted.
+        status, body = await a.request("DELETE", f"/v1/practices/{own['ref']}?reason={'x' * 1001}")
+        assert (status, body["error"]["field"]) == (400, "reason"), body
 
         async def holds_theirs() -> bool:
             status, _ = await a.request("GET", f"/v1/practices/{theirs['ref']}")
@@ -169,13 +231,42 @@ async def test_schemathesis_finds_no_failure(nats_server: NatsServer, tmp_path: 
 
         await wait_for(holds_theirs, 30)
         status_a, status_b = (await a.status()), (await b.status())
+        assert own["author"] == status_a["identity"], own  # links take a practice's author here
+        status, _ = await a.request("GET", f"/v1/practices/{own['ref']}")
+        assert status == 200
         _register_formats(
             [status_a["identity"], status_b["identity"]], [status_a["key"], status_b["key"]]
         )
-        problems, tally = await asyncio.to_thread(_run, a.base, a.home.load_token())
+        started, outcome, token = time.monotonic(), Outcome(), a.home.load_token()
+        # The stateful phase first, while A is fresh: the other phases publish charters that allow
+        # one record per hour, and from then on every write is refused (429, documented), which
+        # would leave the stateful phase no write to chain from.
+        await asyncio.to_thread(_run, a.base, token, outcome, stateful=True)
+        await asyncio.to_thread(_run, a.base, token, outcome, stateful=False)
+        elapsed = time.monotonic() - started
         a.check_alive()
     finally:
         a.stop()
         b.stop()
-    print(f"\nschemathesis: test cases per phase {tally}")
+    followed = outcome.followed
+    print(
+        f"\nschemathesis ({elapsed:.0f} s): test cases per phase {outcome.tally}; stateful: "
+        f"{sum(followed.values())} steps along {len(followed)} of "
+        f"{outcome.stateful_transitions} links"
+    )
+    for link, n in sorted(followed.items()):
+        print(f"  {n:3} {dict(sorted(outcome.answers[link].items()))}  {link}")
+    problems = outcome.problems
     assert not problems, f"{len(problems)} problems:\n\n" + "\n\n".join(problems[:15])
+    # The stateful phase ran and chained requests along the document's links.
+    assert outcome.stateful_status is Status.SUCCESS, (
+        outcome.stateful_status,
+        outcome.stateful_skip,
+    )
+    assert outcome.stateful_transitions >= 40, outcome.stateful_transitions
+    assert sum(followed.values()) >= MIN_LINK_STEPS, followed
+    assert len(followed) >= MIN_LINKS, followed
+    # Values flowed: a practice just published was fetched by its link, and a practice reached
+    # by a link was rated (201) or refused as this city's own (409), never unknown (404).
+    assert outcome.answered(GET_PUBLISHED, 200) > 0, outcome.answers[GET_PUBLISHED]
+    assert outcome.answered(RATE, 201, 409) > 0, outcome.answers

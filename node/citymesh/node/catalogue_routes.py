@@ -5,12 +5,16 @@ from __future__ import annotations
 from aiohttp import web
 
 from citymesh.protocol import api
+from citymesh.protocol.identity import identity_text
 from citymesh.protocol.records import RetractionBody
 
 from .cities import city_detail, list_cities
 from .errors import ApiError
 from .keys import CURSOR_KEY, NODE, READER
 from .routes import json_response, path_param, read_json
+
+MAX_REASON = 1000
+"""Longest retraction reason (the ``reason`` query parameter's maxLength in the document)."""
 
 
 def _practice_ref(request: web.Request) -> tuple[bytes, str, str]:
@@ -42,7 +46,14 @@ async def rate(request: web.Request) -> web.Response:
     await _require_practice(request, author, addr, ref)
     record = await request.app[NODE].publish(api.rating_body(rating), addr=ref)
     return json_response(
-        api.Published(ref=ref, id=record.id.hex(), seq=record.seq, kind="rating"), status=201
+        api.Published(
+            ref=ref,
+            id=record.id.hex(),
+            seq=record.seq,
+            kind="rating",
+            author=identity_text(request.app[NODE].identity),
+        ),
+        status=201,
     )
 
 
@@ -55,21 +66,36 @@ async def replicate(request: web.Request) -> web.Response:
     await _require_practice(request, author, addr, ref)
     record = await request.app[NODE].publish(body, addr=ref)
     return json_response(
-        api.Published(ref=ref, id=record.id.hex(), seq=record.seq, kind="replication"), status=201
+        api.Published(
+            ref=ref,
+            id=record.id.hex(),
+            seq=record.seq,
+            kind="replication",
+            author=identity_text(request.app[NODE].identity),
+        ),
+        status=201,
     )
 
 
 async def retract(request: web.Request) -> web.Response:
     author, addr, ref = _practice_ref(request)
+    reason = request.query.get("reason", "")
+    if len(reason) > MAX_REASON:  # refused as the document says, never cut short
+        raise ApiError(400, "invalid", f"reason: at most {MAX_REASON} characters", field="reason")
     if author != request.app[NODE].identity:
         raise ApiError(
             403, "not_own", "only the city that published a practice can retract it", field="ref"
         )
     await _require_practice(request, author, addr, ref)
-    reason = request.query.get("reason", "")[:1000]
     record = await request.app[NODE].publish(RetractionBody(reason=reason), addr=f"practice/{addr}")
     return json_response(
-        api.Published(ref=ref, id=record.id.hex(), seq=record.seq, kind="retraction")
+        api.Published(
+            ref=ref,
+            id=record.id.hex(),
+            seq=record.seq,
+            kind="retraction",
+            author=identity_text(request.app[NODE].identity),
+        )
     )
 
 

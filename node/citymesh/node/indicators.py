@@ -192,6 +192,7 @@ async def publish(request: web.Request) -> web.Response:
             id=record.id.hex(),
             seq=record.seq,
             kind="indicators",
+            author=identity_text(node.identity),
         ),
         status=201,
     )

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from citymesh.protocol import api, api_sync
 
+from .catalogue_routes import MAX_REASON
 from .routes import VERSION, json_response
 
 REF = "#/components/schemas/{name}"
@@ -141,6 +142,177 @@ def _base64_patterns(node: object) -> None:
             _base64_patterns(value)
 
 
+OPERATION_IDS: Final[dict[str, dict[str, str]]] = {
+    "/healthz": {"get": "getHealth"},
+    "/v1/status": {"get": "getStatus"},
+    "/v1/practices": {"get": "listPractices", "post": "publishPractice"},
+    "/v1/practices/{author}/{addr}": {"get": "getPractice", "delete": "retractPractice"},
+    "/v1/practices/{author}/{addr}/ratings": {"post": "ratePractice"},
+    "/v1/practices/{author}/{addr}/replications": {"post": "replicatePractice"},
+    "/v1/cities": {"get": "listCities"},
+    "/v1/cities/{key}": {"get": "getCity"},
+    "/v1/indicators/definitions": {"get": "listIndicatorDefinitions"},
+    "/v1/indicators/preview": {"post": "previewIndicators"},
+    "/v1/indicators": {"get": "listIndicators", "post": "publishIndicators"},
+    "/v1/network": {"post": "publishCharter"},
+    "/v1/network/members": {"post": "publishMembership"},
+    "/v1/keys/rotate": {"post": "rotateKey"},
+    "/v1/keys/recover": {"post": "recoverKey"},
+    "/v1/records/{id}": {"get": "getRecord"},
+    "/v1/events": {"get": "streamEvents"},
+    "/v1/sync/heads": {"get": "syncHeads"},
+    "/v1/sync/records": {"get": "syncRecords"},
+    "/v1/sync/reconcile": {"post": "syncReconcile"},
+    "/v1/sync/sketch": {"post": "syncSketch"},
+}
+"""Every operation's ``operationId`` (links name their target by it)."""
+
+
+def _link(operation_id: str, description: str, **parameters: str) -> dict[str, Any]:
+    link: dict[str, Any] = {"operationId": operation_id, "description": description}
+    if parameters:
+        link["parameters"] = parameters
+    return link
+
+
+_BODY = "$response.body#/"
+_PATH = {"author": "$request.path.author", "addr": "$request.path.addr"}
+_RECORD = _link("getRecord", "The signed record just written.", id=_BODY + "id")
+_ITEM = {"author": _BODY + "items/0/author", "addr": _BODY + "items/0/addr"}
+_DETAIL = {"author": _BODY + "author", "addr": _BODY + "addr"}
+_PUBLISHED = {"author": _BODY + "author", "addr": "$request.body#/addr"}
+
+LINKS: Final[dict[tuple[str, str, str], dict[str, dict[str, Any]]]] = {
+    ("/v1/practices", "post", "201"): {
+        "GetPractice": _link("getPractice", "The practice just published.", **_PUBLISHED),
+        "RatePractice": _link(
+            "ratePractice", "Rating it: 409 own_practice, a city rates others'.", **_PUBLISHED
+        ),
+        "ReplicatePractice": _link(
+            "replicatePractice", "Replicating it: 409 own_practice.", **_PUBLISHED
+        ),
+        "RetractPractice": _link("retractPractice", "Retract it again.", **_PUBLISHED),
+        "ListOwnPractices": _link(
+            "listPractices", "This city's practices.", author=_BODY + "author"
+        ),
+        "GetCity": _link("getCity", "This city.", key=_BODY + "author"),
+        "GetRecord": _RECORD,
+    },
+    ("/v1/practices", "get", "200"): {
+        "GetPractice": _link("getPractice", "The first result in full.", **_ITEM),
+        "RatePractice": _link("ratePractice", "Rate the first result.", **_ITEM),
+        "ReplicatePractice": _link("replicatePractice", "Replicate the first result.", **_ITEM),
+        "GetCity": _link("getCity", "The first result's city.", key=_BODY + "items/0/author"),
+        "NextPage": _link(
+            "listPractices",
+            "The next page of the same query.",
+            cursor=_BODY + "next",
+            **{
+                name: f"$request.query.{name}"
+                for name in api.PracticeQuery.__struct_fields__
+                if name != "cursor"
+            },
+        ),
+    },
+    ("/v1/practices/{author}/{addr}", "get", "200"): {
+        "RatePractice": _link("ratePractice", "Rate it (409 if it is this city's).", **_DETAIL),
+        "ReplicatePractice": _link("replicatePractice", "Replicate it.", **_DETAIL),
+        "RetractPractice": _link(
+            "retractPractice", "Retract it (403 if not this city's).", **_DETAIL
+        ),
+        "GetCity": _link("getCity", "The author city.", key=_BODY + "author"),
+        "GetRecord": _link("getRecord", "The current version's signed record.", id=_BODY + "id"),
+    },
+    ("/v1/practices/{author}/{addr}", "delete", "200"): {
+        "GetPractice": _link("getPractice", "Gone: 404 once retracted.", **_PATH),
+        "GetRecord": _link("getRecord", "The retraction record.", id=_BODY + "id"),
+    },
+    ("/v1/practices/{author}/{addr}/ratings", "post", "201"): {
+        "GetPractice": _link("getPractice", "The practice, with this rating.", **_PATH),
+        "GetRecord": _RECORD,
+    },
+    ("/v1/practices/{author}/{addr}/replications", "post", "201"): {
+        "GetPractice": _link("getPractice", "The practice, with this replication.", **_PATH),
+        "GetRecord": _RECORD,
+    },
+    ("/v1/cities", "get", "200"): {
+        "GetCity": _link("getCity", "The first city.", key=_BODY + "items/0/identity"),
+        "ListPractices": _link(
+            "listPractices", "The first city's practices.", author=_BODY + "items/0/identity"
+        ),
+        "ListIndicators": _link(
+            "listIndicators", "The first city's tables.", city=_BODY + "items/0/identity"
+        ),
+    },
+    ("/v1/cities/{key}", "get", "200"): {
+        "GetPractice": _link(
+            "getPractice",
+            "The city's first practice.",
+            author=_BODY + "identity",
+            addr=_BODY + "practices/0/addr",
+        ),
+        "ListPractices": _link("listPractices", "The city's practices.", author=_BODY + "identity"),
+        "ListIndicators": _link("listIndicators", "The city's tables.", city=_BODY + "identity"),
+    },
+    ("/v1/status", "get", "200"): {
+        "GetCity": _link("getCity", "This city.", key=_BODY + "identity"),
+        "ListPractices": _link(
+            "listPractices", "This city's practices.", author=_BODY + "identity"
+        ),
+    },
+    ("/v1/indicators", "get", "200"): {
+        "GetRecord": _link("getRecord", "The first table's record.", id=_BODY + "items/0/id"),
+        "GetCity": _link("getCity", "The first table's city.", key=_BODY + "items/0/author"),
+    },
+    ("/v1/indicators", "post", "201"): {
+        "ListIndicators": _link(
+            "listIndicators",
+            "The table just published.",
+            city=_BODY + "author",
+            code="$request.body#/code",
+            period="$request.body#/period",
+        ),
+        "GetRecord": _RECORD,
+    },
+    ("/v1/network", "post", "201"): {
+        "GetStatus": _link("getStatus", "This node under the new charter."),
+        "GetCity": _link("getCity", "This city.", key=_BODY + "author"),
+        "GetRecord": _RECORD,
+    },
+    ("/v1/network/members", "post", "201"): {
+        "GetMember": _link("getCity", "The member city.", key="$request.body#/member"),
+        "ListCities": _link("listCities", "Cities with their membership state."),
+        "GetRecord": _RECORD,
+    },
+    ("/v1/keys/rotate", "post", "201"): {
+        "GetStatus": _link("getStatus", "Status names the new key."),
+        "GetRecord": _link("getRecord", "The rotation record.", id=_BODY + "id"),
+    },
+    ("/v1/keys/recover", "post", "201"): {
+        "GetStatus": _link("getStatus", "Status names the new key."),
+        "GetRecord": _link("getRecord", "The rotation record.", id=_BODY + "id"),
+    },
+    ("/v1/sync/heads", "get", "200"): {
+        "SyncRecords": _link(
+            "syncRecords", "The first author's records.", author=_BODY + "heads/0/author"
+        ),
+        "GetCity": _link("getCity", "The first author.", key=_BODY + "heads/0/author"),
+    },
+}
+"""OpenAPI links: how a response's values feed the next request (e.g. a published practice's
+author and slug → the practice, its ratings, its record). Clients and schemathesis' stateful
+phase follow them."""
+
+
+def _add_links(paths: dict[str, Any]) -> None:
+    for path, operations in OPERATION_IDS.items():
+        for method, operation_id in operations.items():
+            paths[path][method]["operationId"] = operation_id
+    for (path, method, status), links in LINKS.items():
+        responses = paths[path][method]["responses"]
+        responses[status] = {**responses[status], "links": links}
+
+
 def build_document() -> dict[str, Any]:
     _, schemas = msgspec.json.schema_components(api.SCHEMA_TYPES, ref_template=REF)
     for schema in schemas.values():
@@ -210,7 +382,7 @@ def build_document() -> dict[str, Any]:
                         "name": "reason",
                         "in": "query",
                         "required": False,
-                        "schema": {"type": "string", "maxLength": 1000},
+                        "schema": {"type": "string", "maxLength": MAX_REASON},
                     },
                 ],
                 "responses": {
@@ -448,6 +620,7 @@ def build_document() -> dict[str, Any]:
             },
         }
     }
+    _add_links(paths)
     return {
         "openapi": "3.1.0",
         "info": {"title": "citymesh node API", "version": VERSION},

@@ -136,7 +136,10 @@ async def publish_practice(request: web.Request) -> web.Response:
     record = await node.publish(api.practice_body(practice), addr=practice.addr)
     return json_response(
         api.Published(
-            ref=api.format_ref(node.identity, practice.addr), id=record.id.hex(), seq=record.seq
+            ref=api.format_ref(node.identity, practice.addr),
+            id=record.id.hex(),
+            seq=record.seq,
+            author=identity_text(node.identity),
         ),
         status=201,
     )

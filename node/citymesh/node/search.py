@@ -738,6 +738,8 @@ def _items(db: sqlite3.Connection, docids: list[int], prior: float) -> list[api.
         items.append(
             api.PracticeItem(
                 ref=ref,
+                author=ref.partition("/")[0],
+                addr=ref.partition("/")[2],
                 title=str(title),
                 summary=summary,
                 city=city,

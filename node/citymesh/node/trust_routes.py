@@ -59,6 +59,7 @@ async def charter(request: web.Request) -> web.Response:
             id=record.id.hex(),
             seq=record.seq,
             kind="network",
+            author=identity_text(node.identity),
         ),
         status=201,
     )
@@ -107,6 +108,7 @@ async def member(request: web.Request) -> web.Response:
             id=record.id.hex(),
             seq=record.seq,
             kind="membership",
+            author=identity_text(node.identity),
         ),
         status=201,
     )

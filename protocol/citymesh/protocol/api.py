@@ -277,6 +277,10 @@ class Published(ApiStruct, frozen=True, kw_only=True):
     id: HexId
     seq: Seq
     kind: Kind = "practice"
+    author: Annotated[
+        IdentityText | None,
+        Meta(description="The city that signed it: this node's city (null: an older node)."),
+    ] = None
 
 
 class RatingSummary(ApiStruct, frozen=True, kw_only=True):
@@ -310,6 +314,14 @@ class PracticeItem(ApiStruct, frozen=True, kw_only=True):
     """One search result of GET /v1/practices."""
 
     ref: PracticeRefText
+    author: Annotated[
+        IdentityText | None,
+        Meta(description="The author of `ref`, as GET /v1/practices/{author}/{addr} takes it."),
+    ] = None
+    addr: Annotated[
+        Slug | None,
+        Meta(description="The slug of `ref`, as GET /v1/practices/{author}/{addr} takes it."),
+    ] = None
     title: Annotated[str, Meta(max_length=200, description="Title in the best language.")]
     summary: Annotated[str, Meta(max_length=2000, description="Summary, best language.")] = ""
     city: Annotated[Name | None, Meta(description="Author's city name (null: no profile).")]
