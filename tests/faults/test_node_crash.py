@@ -2,8 +2,9 @@
 acknowledged is present exactly once, nothing is duplicated, the cursor and the derived state
 are right, and the database passes ``PRAGMA integrity_check``.
 
-The issue asks for 50,000 records; that takes minutes on a small CI machine, so the default is
-``CITYMESH_FAULTS_INGEST`` = 20,000 (20 cities x 1,000 records).
+50,000 records (20 cities x 2,500), as the issue asks: about 45 s on two cores (the relay is
+loaded in 10 s, the node is killed a third of the way in and catches up in 13 s after the
+restart). ``CITYMESH_FAULTS_INGEST`` sets another size.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from .convergence import assert_converged, prebuild
 
 pytestmark = pytest.mark.faults
 
-TOTAL = int(os.environ.get("CITYMESH_FAULTS_INGEST", "20000"))
+TOTAL = int(os.environ.get("CITYMESH_FAULTS_INGEST", "50000"))
 AUTHORS = 20
 
 
@@ -52,7 +53,7 @@ async def test_kill_9_during_large_ingest_then_restart(
     chains = await asyncio.to_thread(city_chains, "ingest", AUTHORS, TOTAL // AUTHORS)
     records = flat(chains)
     generated = time.monotonic() - began
-    # The expected state of the 20,000 records is built while the node works.
+    # The expected state of the records is built while the node works.
     base = asyncio.create_task(asyncio.to_thread(prebuild, records, tmp_path))
     began = time.monotonic()
     await publish_raw(url, records)  # every one of them acknowledged by the relay
