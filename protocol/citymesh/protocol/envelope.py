@@ -282,6 +282,19 @@ def open_envelope(data: bytes, *, now_ms: int) -> Record:
     )
 
 
+def decode_stored(data: bytes) -> tuple[Header, Body]:
+    """Decode envelope bytes *without* checking the signature or the header rules.
+
+    Only for bytes that passed `open_envelope` when they were stored (a node reading back its own
+    log, e.g. a practice's older versions for its history): verifying them again would cost a
+    signature check per read and tell nothing new. Never for bytes received from anyone. The
+    result is deliberately not a `Record` (which means verified): nothing decoded here can be
+    applied, stored or served as verified. Raises a `ProtocolError` on bytes that do not decode.
+    """
+    payload, _ = split_envelope(data)
+    return _decode_payload(payload)
+
+
 def seal(
     secret: SecretKey,
     *,
