@@ -7,10 +7,11 @@ import sqlite3
 import msgspec
 
 from citymesh.protocol import api
-from citymesh.protocol.identity import fingerprint, identity_text, public_key_text
+from citymesh.protocol.identity import public_key_text
 from citymesh.protocol.records import CityBody
 
 from . import trust_view
+from .idtext import fingerprint, identity_text
 from .search import search_practices
 
 _city_decoder = msgspec.json.Decoder(CityBody)
@@ -69,11 +70,14 @@ def city_detail(
         "SELECT body, created FROM current WHERE author = ? AND kind = 'city' AND addr = ''",
         (author,),
     ).fetchone()
+    # INDEXED BY: the city's own records. Left to choose (no statistics), SQLite took an index
+    # on (state, kind) while there was one (m005 to m006) and read every applied record of the
+    # node to spare the sort of GROUP BY kind: seconds at a million records.
     records = {
         str(k): int(n)
         for k, n in db.execute(
-            "SELECT kind, count(*) FROM records WHERE author = ? AND state = 'applied'"
-            " GROUP BY kind",
+            "SELECT kind, count(*) FROM records INDEXED BY records_state"
+            " WHERE author = ? AND state = 'applied' GROUP BY kind",
             (author,),
         )
     }

@@ -30,6 +30,7 @@ from .setup import city_body
 from .store.apply import HOUR_MS, ApplyResult
 from .store.db import StoreError
 from .verify import Verifier
+from .warmup import warm
 from .writer import Writer
 
 log = logging.getLogger("citymesh.node")
@@ -88,6 +89,9 @@ class Node:
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
         await self.writer.open()
+        # Caches the first requests need (search index, identity texts), built on a thread
+        # while the node starts and serves: see warmup.py.
+        self._warmup = asyncio.create_task(asyncio.to_thread(warm, self.home.db_path))
         await self._finish_rotation()
         await self._configure_trust()
         specs = [RelaySpec(url, url) for url in self.relay_urls]

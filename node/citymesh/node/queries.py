@@ -15,12 +15,12 @@ from citymesh.practices.lineage import ReplicationFact, changed_fields, evidence
 from citymesh.practices.ratings import DEFAULT_PRIOR_MEAN, summarize
 from citymesh.protocol import api
 from citymesh.protocol.api import identity_from_text
-from citymesh.protocol.envelope import open_envelope
+from citymesh.protocol.envelope import decode_stored
 from citymesh.protocol.errors import ProtocolError
-from citymesh.protocol.identity import identity_text
 from citymesh.protocol.records import PracticeBody, RatingBody, ReplicationBody
 
 from . import trust_view
+from .idtext import identity_text
 
 _practice_decoder = msgspec.json.Decoder(PracticeBody)
 _rating_decoder = msgspec.json.Decoder(RatingBody)
@@ -83,7 +83,9 @@ def practice_detail(
 
 
 def _rating_summary(db: sqlite3.Connection, scores: list[int]) -> api.RatingSummary:
-    row = db.execute("SELECT sum(rating_sum), sum(rating_count) FROM practice_stats").fetchone()
+    # The totals of all current ratings, kept by the store (the sum over practice_stats, which
+    # a detail used to compute by reading every practice's row).
+    row = db.execute("SELECT rating_sum, rating_count FROM search_state WHERE id = 0").fetchone()
     prior = (row[0] / row[1]) if row and row[1] else DEFAULT_PRIOR_MEAN
     s = summarize(scores, prior_mean=prior)
     return api.RatingSummary(
@@ -97,10 +99,12 @@ def _rating_summary(db: sqlite3.Connection, scores: list[int]) -> api.RatingSumm
 
 def _ratings(db: sqlite3.Connection, ref: str) -> list[api.RatingItem]:
     out = []
+    # CROSS JOIN keeps the practice's ratings as the outer loop: left to choose (no statistics),
+    # SQLite walked every current rating of the node (current_kind) and looked each up here.
     for rater, created, body, city, counted, revoked in db.execute(
         "SELECT r.rater, r.created, c.body, ci.name, r.counts, t.state IS 'revoked'"
         " FROM ratings r"
-        " JOIN current c ON c.author = r.rater AND c.kind = 'rating' AND c.addr = r.ref"
+        " CROSS JOIN current c ON c.author = r.rater AND c.kind = 'rating' AND c.addr = r.ref"
         " LEFT JOIN cities ci ON ci.author = r.rater LEFT JOIN trust t ON t.author = r.rater"
         " WHERE r.ref = ? ORDER BY r.created",
         (ref,),
@@ -128,7 +132,7 @@ def _replications(db: sqlite3.Connection, ref: str) -> list[api.ReplicationItem]
     for author, created, body, city, counted, revoked in db.execute(
         "SELECT r.author, r.created, c.body, ci.name, r.counts, t.state IS 'revoked'"
         " FROM replications r"
-        " JOIN current c ON c.author = r.author AND c.kind = 'replication' AND c.addr = r.ref"
+        " CROSS JOIN current c ON c.author = r.author AND c.kind = 'replication' AND c.addr = r.ref"
         " LEFT JOIN cities ci ON ci.author = r.author LEFT JOIN trust t ON t.author = r.author"
         " WHERE r.ref = ? ORDER BY r.created",
         (ref,),
@@ -153,7 +157,10 @@ def _replications(db: sqlite3.Connection, ref: str) -> list[api.ReplicationItem]
 
 
 def _history(db: sqlite3.Connection, author: bytes, addr: str) -> list[api.HistoryItem]:
-    """Every applied version, newest first, with the fields each changed."""
+    """Every applied version, newest first, with the fields each changed.
+
+    Applied records were verified (signature, signer, chain) when the store took them, so their
+    stored bytes are decoded without verifying them again (`decode_stored`)."""
     versions = db.execute(
         "SELECT id, seq, created, envelope FROM records WHERE author = ? AND kind = 'practice'"
         " AND addr = ? AND state = 'applied' ORDER BY seq",
@@ -163,7 +170,7 @@ def _history(db: sqlite3.Connection, author: bytes, addr: str) -> list[api.Histo
     previous: PracticeBody | None = None
     for record_id, seq, created, envelope in versions:
         try:
-            body = open_envelope(bytes(envelope), now_ms=2**62).body
+            _, body = decode_stored(bytes(envelope))
         except ProtocolError:
             continue
         assert isinstance(body, PracticeBody)
@@ -188,10 +195,11 @@ def raw_record(db: sqlite3.Connection, record_id: bytes) -> bytes | None:
 
 
 def counts(db: sqlite3.Connection) -> tuple[dict[str, int], dict[str, int]]:
+    """Applied records by kind (kept by triggers, m006) and rejections by reason."""
     kinds = {
         str(k): int(n)
         for k, n in db.execute(
-            "SELECT kind, count(*) FROM records WHERE state = 'applied' GROUP BY kind"
+            "SELECT kind, n FROM record_counts WHERE state = 'applied' AND n > 0 ORDER BY kind"
         )
     }
     rejected = {str(r): int(n) for r, n in db.execute("SELECT reason, count FROM rejections")}

@@ -308,6 +308,35 @@ def m007_leaner_ingest(db: sqlite3.Connection) -> None:
     )
 
 
+def m006_record_counts(db: sqlite3.Connection) -> None:
+    """Records by state and kind kept as counts (``/v1/status`` reads a few rows instead of
+    scanning an index entry per record: 0.25-0.4 s at a million records), kept by triggers on
+    ``records``. Replaces m005's index ``records_state_kind``, which SQLite, having no statistics,
+    also took for a city's own counts (``WHERE author = ? AND state = ? GROUP BY kind``), reading
+    every applied record of the node in seconds where ``records_state`` reads only the city's."""
+    db.execute(
+        "CREATE TABLE record_counts (state TEXT NOT NULL, kind TEXT NOT NULL,"
+        " n INTEGER NOT NULL, PRIMARY KEY (state, kind)) WITHOUT ROWID"
+    )
+    db.execute(
+        "INSERT INTO record_counts (state, kind, n)"
+        " SELECT state, kind, count(*) FROM records GROUP BY state, kind"
+    )
+    count_new = (
+        "INSERT INTO record_counts (state, kind, n) VALUES (new.state, new.kind, 1)"
+        " ON CONFLICT (state, kind) DO UPDATE SET n = n + 1;"
+    )
+    count_old = "UPDATE record_counts SET n = n - 1 WHERE state = old.state AND kind = old.kind;"
+    db.execute(f"CREATE TRIGGER record_counts_insert AFTER INSERT ON records BEGIN {count_new} END")
+    db.execute(f"CREATE TRIGGER record_counts_delete AFTER DELETE ON records BEGIN {count_old} END")
+    db.execute(
+        "CREATE TRIGGER record_counts_update AFTER UPDATE OF state, kind ON records"
+        " WHEN old.state IS NOT new.state OR old.kind IS NOT new.kind"
+        f" BEGIN {count_old} {count_new} END"
+    )
+    db.execute("DROP INDEX IF EXISTS records_state_kind")
+
+
 MIGRATIONS: list[Migration] = [
     m001_records,
     m002_catalogue,
@@ -315,6 +344,7 @@ MIGRATIONS: list[Migration] = [
     m004_trust,
     m005_kind_counts,
     m007_leaner_ingest,
+    m006_record_counts,
 ]
 
 
