@@ -15,13 +15,24 @@ _GEN = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
 MAX_TEXT_LENGTH = 128
 
 
+def _generators_of(top: int) -> int:
+    """XOR of the generators selected by the five bits shifted out at one step."""
+    out = 0
+    for i in range(5):
+        if (top >> i) & 1:
+            out ^= _GEN[i]
+    return out
+
+
+_GEN_OF_TOP = tuple(_generators_of(top) for top in range(32))
+"""One lookup per character instead of five conditional XORs (identity texts are made for
+every author a node lists: 58 -> 10 us each)."""
+
+
 def _polymod(values: list[int]) -> int:
     chk = 1
     for value in values:
-        top = chk >> 25
-        chk = (chk & 0x1FFFFFF) << 5 ^ value
-        for i in range(5):
-            chk ^= _GEN[i] if ((top >> i) & 1) else 0
+        chk = ((chk & 0x1FFFFFF) << 5 ^ value) ^ _GEN_OF_TOP[chk >> 25]
     return chk
 
 
