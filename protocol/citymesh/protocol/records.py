@@ -265,7 +265,9 @@ class ReplicationBody(Base, frozen=True, kw_only=True):
 @functools.lru_cache(maxsize=4096)
 def _dim_problem(key: str, code: str) -> str | None:
     if _DIM_ID.match(key) is None:
-        return f"Expected `str` matching regex {DIM_ID_PATTERN!r} as a dimension id, got {key[:40]!r}"
+        return (
+            f"Expected `str` matching regex {DIM_ID_PATTERN!r} as a dimension id, got {key[:40]!r}"
+        )
     if _DIM_CODE.match(code) is None:
         return f"Expected `str` matching regex {DIM_CODE_PATTERN!r} as a code of {key}, got {code[:40]!r}"
     return None
