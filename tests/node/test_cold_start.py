@@ -162,15 +162,17 @@ def test_warm_up_of_a_missing_database_only_logs(
 def test_identity_texts_are_made_at_warm_up(catalogue: Catalogue) -> None:
     path = catalogue.store.path
     authors = [bytes(a) for (a,) in catalogue.store.db.execute("SELECT author FROM authors")]
-    for author in authors:
-        idtext._texts.pop(author, None)
-        idtext._fingerprints.pop(author, None)
+    assert authors
+    idtext.identity_text.cache_clear()
+    idtext.fingerprint.cache_clear()
     warmup.warm(path)
-    for author in authors:
-        assert idtext._texts[author] == identity_text(author)
-        assert idtext._fingerprints[author] == fingerprint(author)
+    misses = (idtext.identity_text.cache_info().misses, idtext.fingerprint.cache_info().misses)
+    assert misses == (len(authors), len(authors))
+    for author in authors:  # answered from what the warm-up made: no new misses
         assert idtext.identity_text(author) == identity_text(author)
         assert idtext.fingerprint(author) == fingerprint(author)
+    assert idtext.identity_text.cache_info().misses == misses[0]
+    assert idtext.fingerprint.cache_info().misses == misses[1]
 
 
 # -- over HTTP: the node starts, its build is held --------------------------------------------------

@@ -5,16 +5,32 @@ from __future__ import annotations
 from aiohttp import web
 
 from citymesh.protocol import api
-from citymesh.protocol.identity import identity_text
-from citymesh.protocol.records import RetractionBody
+from citymesh.protocol.records import Kind, Record, RetractionBody
 
 from .cities import city_detail, list_cities
 from .errors import ApiError
+from .idtext import identity_text
 from .keys import CURSOR_KEY, NODE, READER
 from .routes import json_response, path_param, read_json
 
 MAX_REASON = 1000
 """Longest retraction reason (the ``reason`` query parameter's maxLength in the document)."""
+
+
+def _published(
+    request: web.Request, ref: str, record: Record, kind: Kind, *, status: int = 201
+) -> web.Response:
+    """The answer to a write about a practice: what was signed, by this city."""
+    return json_response(
+        api.Published(
+            ref=ref,
+            id=record.id.hex(),
+            seq=record.seq,
+            kind=kind,
+            author=identity_text(request.app[NODE].identity),
+        ),
+        status=status,
+    )
 
 
 def _practice_ref(request: web.Request) -> tuple[bytes, str, str]:
@@ -45,16 +61,7 @@ async def rate(request: web.Request) -> web.Response:
     _refuse_own(request, author, "rate")
     await _require_practice(request, author, addr, ref)
     record = await request.app[NODE].publish(api.rating_body(rating), addr=ref)
-    return json_response(
-        api.Published(
-            ref=ref,
-            id=record.id.hex(),
-            seq=record.seq,
-            kind="rating",
-            author=identity_text(request.app[NODE].identity),
-        ),
-        status=201,
-    )
+    return _published(request, ref, record, "rating")
 
 
 async def replicate(request: web.Request) -> web.Response:
@@ -65,16 +72,7 @@ async def replicate(request: web.Request) -> web.Response:
     _refuse_own(request, author, "replicate")
     await _require_practice(request, author, addr, ref)
     record = await request.app[NODE].publish(body, addr=ref)
-    return json_response(
-        api.Published(
-            ref=ref,
-            id=record.id.hex(),
-            seq=record.seq,
-            kind="replication",
-            author=identity_text(request.app[NODE].identity),
-        ),
-        status=201,
-    )
+    return _published(request, ref, record, "replication")
 
 
 async def retract(request: web.Request) -> web.Response:
@@ -88,15 +86,7 @@ async def retract(request: web.Request) -> web.Response:
         )
     await _require_practice(request, author, addr, ref)
     record = await request.app[NODE].publish(RetractionBody(reason=reason), addr=f"practice/{addr}")
-    return json_response(
-        api.Published(
-            ref=ref,
-            id=record.id.hex(),
-            seq=record.seq,
-            kind="retraction",
-            author=identity_text(request.app[NODE].identity),
-        )
-    )
+    return _published(request, ref, record, "retraction", status=200)
 
 
 async def cities(request: web.Request) -> web.Response:

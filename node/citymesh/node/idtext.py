@@ -7,34 +7,18 @@ store holds (at node start, see warmup.py), so even the first city list finds th
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 
 from citymesh.protocol.identity import fingerprint as _fingerprint
 from citymesh.protocol.identity import identity_text as _identity_text
 
 LIMIT = 100_000
-"""Authors kept (about 200 bytes each); past this the cache starts over."""
+"""Authors kept (about 200 bytes each); the least recently used go first past this."""
 
-_texts: dict[bytes, str] = {}
-_fingerprints: dict[bytes, str] = {}
-
-
-def identity_text(author: bytes) -> str:
-    text = _texts.get(author)
-    if text is None:
-        if len(_texts) >= LIMIT:
-            _texts.clear()
-        text = _texts[author] = _identity_text(author)
-    return text
-
-
-def fingerprint(author: bytes) -> str:
-    text = _fingerprints.get(author)
-    if text is None:
-        if len(_fingerprints) >= LIMIT:
-            _fingerprints.clear()
-        text = _fingerprints[author] = _fingerprint(author)
-    return text
+identity_text = functools.lru_cache(maxsize=LIMIT)(_identity_text)
+"""The identity text of an author (ingest asks it for every rating and practice too)."""
+fingerprint = functools.lru_cache(maxsize=LIMIT)(_fingerprint)
 
 
 def warm(db: sqlite3.Connection) -> None:

@@ -7,7 +7,6 @@ with any duplicates, give the same tables. Every function here runs inside the c
 
 from __future__ import annotations
 
-import functools
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,7 +16,6 @@ import msgspec
 from citymesh.protocol.chain import KeyState
 from citymesh.protocol.envelope import open_envelope
 from citymesh.protocol.errors import ChainError, ProtocolError
-from citymesh.protocol.identity import identity_text
 from citymesh.protocol.records import (
     CityBody,
     KeyRotationBody,
@@ -27,6 +25,7 @@ from citymesh.protocol.records import (
     ReplicationBody,
 )
 
+from ..idtext import identity_text
 from .catalogue import index_practice, practice_ref, reindex_author, unindex_practice
 from .standing import counting_limit
 from .stats import refresh_many
@@ -35,8 +34,6 @@ MAX_HELD_PER_AUTHOR = 10_000
 """Records beyond a gap kept per author while waiting for it to fill."""
 
 _json = msgspec.json.Encoder(order="sorted")
-_identity_text = functools.lru_cache(maxsize=4096)(identity_text)
-"""identity_text is a pure-Python checksum (~100 us); ratings and replications ask it per record."""
 
 
 @dataclass
@@ -149,7 +146,7 @@ def _store(db: sqlite3.Connection, rec: Record, state: str, now_ms: int) -> None
 
 
 def _rates_itself(author: bytes, ref: str) -> bool:
-    return ref.startswith(_identity_text(author) + "/")
+    return ref.startswith(identity_text(author) + "/")
 
 
 def _counts(db: sqlite3.Connection, result: ApplyResult, author: bytes, seq: int) -> bool:

@@ -13,24 +13,19 @@ a ref keeps its docid across versions.
 
 from __future__ import annotations
 
-import functools
 import sqlite3
 
 import msgspec
 
-from citymesh.protocol.identity import identity_text
 from citymesh.protocol.records import PracticeBody
+
+from ..idtext import identity_text
 
 _practice = msgspec.json.Decoder(PracticeBody)
 
 
-@functools.lru_cache(maxsize=4096)
-def _identity_text(author: bytes) -> str:
-    return identity_text(author)  # bech32m in Python: ~0.1 ms, and every ingest asks
-
-
 def practice_ref(author: bytes, addr: str) -> str:
-    return f"{_identity_text(author)}/{addr}"
+    return f"{identity_text(author)}/{addr}"
 
 
 def index_practice(
