@@ -190,3 +190,22 @@ async def test_many_idle_connections_do_not_stop_the_server(served: Served) -> N
         writer.close()
     status, _ = await served.request("GET", "/healthz")
     assert status == 200
+
+
+async def test_a_documented_query_of_full_length_reaches_the_api(served: Served) -> None:
+    """A retraction reason of 1,000 four-byte characters (the document's maxLength) is 12,000
+    bytes percent-encoded: over aiohttp's default request line (8,190), which it refused with a
+    plain-text 400 before any handler ran (found by schemathesis' stateful phase). It reaches
+    the API now, and the answer is JSON. One character more is refused by the API, in JSON."""
+    status, payload = await served.request("POST", "/v1/practices", json=PRACTICE)
+    assert status == 201, payload
+    ref = payload["ref"]
+    for reason, expected in (("\U0001f3e0" * 1001, 400), ("\U0001f3e0" * 1000, 200)):
+        status, payload = await served.request(
+            "DELETE", f"/v1/practices/{ref}", params={"reason": reason}
+        )
+        assert status == expected, payload
+        assert isinstance(payload, dict), payload  # JSON, not aiohttp's plain text
+    assert payload["kind"] == "retraction"
+    status, payload = await served.request("GET", f"/v1/practices/{ref}")
+    assert status == 404, payload

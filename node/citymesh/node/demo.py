@@ -28,6 +28,7 @@ from .config import CityConfig, Home, NodeConfig
 from .daemon import Node
 from .keys import NODE
 from .natsserver import NatsServer, ServerConfig
+from .serve import MAX_REQUEST_LINE
 from .setup import init_home
 
 CONVERGE_TIMEOUT = 120.0
@@ -80,7 +81,7 @@ class Demo:
             )
             init_home(home, config)
             app = create_app(home, config)
-            runner = web.AppRunner(app, access_log=None)
+            runner = web.AppRunner(app, access_log=None, max_line_size=MAX_REQUEST_LINE)
             await runner.setup()
             await web.TCPSite(runner, "127.0.0.1", port).start()
             self.runners.append(runner)

@@ -15,6 +15,11 @@ from .config import Home, NodeConfig
 from .keys import BODY_TIMEOUT, NODE
 from .middlewares import BODY_TIMEOUT_S
 
+MAX_REQUEST_LINE = 16_384
+"""Bytes of a request line the server reads (aiohttp's default is 8,190): the longest value the
+document admits in a query, a retraction reason of 1,000 characters, is 12,000 bytes
+percent-encoded when every character takes four bytes of UTF-8. Past this aiohttp answers a
+plain-text 400 before any handler runs."""
 HEADER_TIMEOUT_S = 20.0
 """Seconds a new connection has to send a complete request head; idle keep-alive limit too."""
 
@@ -44,6 +49,7 @@ async def serve(
         # idle time of a kept-alive connection (above aiohttp clients' own 15 s).
         keepalive_timeout=header_timeout_s,
         lingering_time=2.0,
+        max_line_size=MAX_REQUEST_LINE,
     )
     await runner.setup()
     stop = stop or asyncio.Event()
