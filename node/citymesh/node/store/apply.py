@@ -54,6 +54,9 @@ class ApplyResult:
     `_finish` (one statement per record less than counting in the table)."""
     stats: set[str] = field(default_factory=set)
     """Practices whose rating and replication figures `_finish` recomputes."""
+    inserted: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """Records inserted per (state, kind): `_finish` adds them to ``record_counts`` (m008: no
+    insert trigger; changes of state and deletions are counted by triggers)."""
     counting: dict[bytes, int] = field(default_factory=dict)
     """Each author's counting limit under the trust policy, read once per batch (the policy
     itself changes only after the batch, in `_follow_trust`)."""
@@ -123,8 +126,11 @@ def _save_author(db: sqlite3.Connection, a: _Author) -> None:
     )
 
 
-def _store(db: sqlite3.Connection, rec: Record, state: str, now_ms: int) -> None:
+def _store(
+    db: sqlite3.Connection, rec: Record, state: str, now_ms: int, result: ApplyResult
+) -> None:
     h = rec.header
+    result.inserted[(state, h.kind)] += 1
     db.execute(
         "INSERT INTO records (id, author, seq, kind, addr, network, created, signer, prev,"
         " envelope, state, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -475,7 +481,14 @@ def _over_hourly_limit(
 
 
 def _finish(db: sqlite3.Connection, result: ApplyResult) -> None:
-    """Write what the batch gathered: hourly counts, practices' figures."""
+    """Write what the batch gathered: records inserted, hourly counts, practices' figures."""
+    if result.inserted:
+        db.executemany(
+            "INSERT INTO record_counts (state, kind, n) VALUES (?, ?, ?)"
+            " ON CONFLICT (state, kind) DO UPDATE SET n = n + excluded.n",
+            [(state, kind, n) for (state, kind), n in result.inserted.items()],
+        )
+        result.inserted.clear()
     if result.hours:
         db.executemany(
             "INSERT INTO author_hours (author, hour, n) VALUES (?, ?, ?)"
@@ -586,11 +599,11 @@ def apply_records(db: sqlite3.Connection, records: list[Record], *, now_ms: int)
                 continue
             if applied is not None and _recovery_wins(a, rec, applied):
                 _rebuild_below(db, a, h.seq, "superseded", now_ms, result, only_applied=True)
-                _store(db, rec, "held", now_ms)
+                _store(db, rec, "held", now_ms, result)
                 result.stored.append(rec)
                 _release(db, a, now_ms, result)
                 continue
-            _store(db, rec, "evidence", now_ms)
+            _store(db, rec, "evidence", now_ms, result)
             result.stored.append(rec)
             _freeze(db, a, h.seq, rec.id, other[0] if other else rec.id, now_ms, result)
             continue
@@ -600,12 +613,12 @@ def apply_records(db: sqlite3.Connection, records: list[Record], *, now_ms: int)
         if h.seq == a.applied_seq + 1 and not a.held:
             # Next in the chain and nothing held for this author: what _release would find is
             # this record alone, so apply it directly (catch-up is almost always this case).
-            _store(db, rec, "applied", now_ms)
+            _store(db, rec, "applied", now_ms, result)
             result.stored.append(rec)
             _apply_next(db, a, rec, now_ms, result, stored_applied=True)
             continue
         a.held = True
-        _store(db, rec, "held", now_ms)
+        _store(db, rec, "held", now_ms, result)
         result.stored.append(rec)
         _release(db, a, now_ms, result)
     for a in authors.values():
