@@ -26,18 +26,19 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
-from citymesh.protocol.envelope import MAX_ENVELOPE, open_envelope
+from citymesh.protocol.envelope import MAX_ENVELOPE, Signed, open_envelope
 from citymesh.protocol.errors import ProtocolError
 from citymesh.protocol.identity import identity_text
-from citymesh.protocol.records import KINDS, Record
+from citymesh.protocol.records import KINDS
 from citymesh.protocol.subjects import author_filter, network_filter, stream_name, subject
 
 from .nkey import encode_seed
+from .pull import BatchPull, PullError
 from .relay_auth import inbox_prefix
 from .store import Store, StoreError
 from .store.apply import ApplyResult
 from .streams import ensure_stream
-from .verify import Verified, Verifier
+from .verify import Checked, Verifier
 from .writer import Writer
 
 log = logging.getLogger("citymesh.link")
@@ -97,6 +98,7 @@ class LinkState:
     own_head_on_relay: int | None = None
     """Highest own seq the relay holds, asked at connect; None until it answered."""
     received: int = 0
+    """Records received with a valid signature (those that then fail to decode included)."""
     published: int = 0
     stream_created: str = ""
     errors: list[str] = field(default_factory=list)
@@ -121,7 +123,7 @@ class RelayLink:
         self._flush_handle: asyncio.TimerHandle | None = None
         self._timed: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()
-        self._stage: asyncio.Queue[tuple[asyncio.Task[Verified], int] | None] = asyncio.Queue(
+        self._stage: asyncio.Queue[tuple[asyncio.Task[Checked], int] | None] = asyncio.Queue(
             PIPELINE_DEPTH
         )
         self._inflight = 0
@@ -347,27 +349,28 @@ class RelayLink:
             ack_policy=api.AckPolicy.NONE,
             inactive_threshold=60.0,
         )
-        pull = await self.js.pull_subscribe(
-            network_filter(self.ctx.network),
-            stream=self.stream,
-            config=config,
-            pending_bytes_limit=PULL_PENDING_BYTES,
+        assert self.nc is not None
+        config.filter_subject = network_filter(self.ctx.network)
+        pull = BatchPull(
+            self.nc, self.js, self.stream, config, pending_bytes_limit=PULL_PENDING_BYTES
         )
+        await pull.start()
         log.info("relay %s: reading a backlog from stream seq %d", self.name, start)
         try:
             while not self._closing:
                 try:
-                    msgs = await pull.fetch(BATCH, timeout=PULL_TIMEOUT_S)
-                except nats.errors.TimeoutError:
+                    got = await pull.fetch(BATCH, timeout=PULL_TIMEOUT_S)
+                except (PullError, nats.errors.TimeoutError) as err:
+                    # Live delivery reads on from the cursor (the ordered consumer below).
+                    self._error(f"backlog read stopped: {err or type(err).__name__}")
+                    break
+                if not got:
                     break  # caught up with what the relay had: live delivery from here
-                for msg in msgs:
-                    seq = msg.metadata.sequence.stream
-                    self._buf.append((msg.data, seq))
-                    start = seq + 1
+                self._buf.extend(got)
+                start = got[-1][1] + 1
                 await self._flush()  # waits while the pipeline is full
         finally:
-            with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
-                await pull.unsubscribe()
+            await pull.close()
         return start
 
     # -- ingest ----------------------------------------------------------------------------------
@@ -400,7 +403,7 @@ class RelayLink:
                 return
             last_seq = batch[-1][1]
             envelopes = [d for d, _ in batch]
-            fut = asyncio.create_task(self.ctx.verifier.verify(envelopes, now_ms()))
+            fut = asyncio.create_task(self.ctx.verifier.check(envelopes))
             self._inflight += 1
             await self._stage.put((fut, last_seq))
 
@@ -411,28 +414,28 @@ class RelayLink:
                 return
             fut, last_seq = item
             taken = 1
-            records, rejected = await fut
+            signed, rejected = await fut
             # Group commit: batches already waiting behind this one join its transaction (one
             # fsync and one load of each author per group, not per batch) while the writer lags.
             stop = False
-            while len(records) < GROUP_COMMIT and not self._stage.empty():
+            while len(signed) < GROUP_COMMIT and not self._stage.empty():
                 more = self._stage.get_nowait()
                 if more is None:
                     stop = True
                     break
                 taken += 1
-                more_records, more_rejected = await more[0]
-                records.extend(more_records)
+                more_signed, more_rejected = await more[0]
+                signed.extend(more_signed)
                 rejected.update(more_rejected)
                 last_seq = more[1]
             others = [n for n in self.ctx.relay_names() if n != self.name]
             cursor = (self.name, self.stream, self.state.stream_created, last_seq)
             try:
-                result = await self._ingest(records, rejected, cursor, others)
+                result = await self._ingest(signed, rejected, cursor, others)
             finally:
                 self._inflight -= taken
             self.state.cursor = last_seq
-            self.state.received += len(records)
+            self.state.received += len(signed)
             if result.applied or result.stored:
                 await self.ctx.on_applied(result)
             if stop:
@@ -476,7 +479,7 @@ class RelayLink:
 
     async def _ingest(
         self,
-        records: list[Record],
+        signed: list[Signed],
         rejected: Counter[str],
         cursor: tuple[str, str, str, int],
         others: list[str],
@@ -487,8 +490,8 @@ class RelayLink:
         while True:
             try:
                 return await self.ctx.writer.run(
-                    self._store().ingest,
-                    records,
+                    self._store().ingest_signed,
+                    signed,
                     rejected,
                     now_ms=now_ms(),
                     cursor=cursor,

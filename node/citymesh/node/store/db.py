@@ -12,6 +12,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from citymesh.protocol.envelope import Signed, decode_signed
+from citymesh.protocol.errors import ProtocolError
 from citymesh.protocol.records import Record
 from citymesh.protocol.subjects import subject
 
@@ -138,6 +140,27 @@ class Store:
                     (relay, stream, created, seq),
                 )
         return result
+
+    def ingest_signed(
+        self,
+        signed: list[Signed],
+        rejected: Counter[str],
+        *,
+        now_ms: int,
+        cursor: tuple[str, str, str, int] | None = None,
+        bridge_to: Iterable[str] = (),
+    ) -> ApplyResult:
+        """`ingest` for envelopes whose signatures were checked elsewhere: decoded here, on the
+        writer's thread (see `citymesh.node.verify`); the ones that do not decode are counted
+        with ``rejected``."""
+        records: list[Record] = []
+        rejected = Counter(rejected)
+        for item in signed:
+            try:
+                records.append(decode_signed(item, now_ms=now_ms))
+            except ProtocolError as err:
+                rejected[err.code] += 1
+        return self.ingest(records, rejected, now_ms=now_ms, cursor=cursor, bridge_to=bridge_to)
 
     def count_rejections(self, rejected: Counter[str]) -> None:
         with self.transaction():
