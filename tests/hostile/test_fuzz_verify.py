@@ -1,10 +1,12 @@
-"""100,000 hostile inputs through the node's verification batch function (`verify_chunk`, what
-the ingest pipeline runs in its thread pool) and `open_envelope` under it.
+"""100,000 hostile inputs through the node's verification batch functions and `open_envelope`
+under them: `verify_chunk` (what repair runs in the thread pool) and the relay ingest's two halves,
+`check_chunk` (the thread pool) then `decode_signed` (the writer, in `Store.ingest_signed`), which
+must accept and refuse exactly the same inputs.
 
 Inputs come from the protocol fuzzer (tests/protocol/test_fuzz.py: random bytes, mutated
 envelopes, payloads re-signed after mutation so they reach every later check) plus the
 Ed25519 and encoding edge cases of tests/hostile/corpus.py. Every input is either a valid record
-or counted under a protocol error code; anything raised out of `verify_chunk` fails the test.
+or counted under a protocol error code; anything else raised fails the test.
 Seeded: a failure names its seed and batch and reproduces.
 """
 
@@ -14,8 +16,9 @@ import os
 import time
 from collections import Counter
 
-from citymesh.node.verify import verify_chunk
-from citymesh.protocol.errors import ERROR_CODES
+from citymesh.node.verify import check_chunk, verify_chunk
+from citymesh.protocol.envelope import decode_signed
+from citymesh.protocol.errors import ERROR_CODES, ProtocolError
 
 from ..protocol.builders import NOW_MS
 from ..protocol.test_fuzz import Fuzzer
@@ -48,8 +51,16 @@ def test_verify_batches_only_count_protocol_errors() -> None:
         ] + rng.sample(edges, min(10, len(edges)))
         try:
             ok, bad = verify_chunk(batch, NOW_MS)
+            signed, split_bad = check_chunk(batch)
+            split_ok = []
+            for item in signed:
+                try:
+                    split_ok.append(decode_signed(item, now_ms=NOW_MS))
+                except ProtocolError as err:
+                    split_bad[err.code] += 1
         except Exception as err:  # the finding: anything but a counted rejection
             raise AssertionError(f"seed={SEED} batch={batch_no}: {err!r}") from err
+        assert split_ok == ok and split_bad == bad, (SEED, batch_no)
         assert len(ok) + sum(bad.values()) == len(batch), (SEED, batch_no)
         assert set(bad) <= set(ERROR_CODES), bad
         for record in ok:

@@ -10,38 +10,40 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import TypeVar
 
 from citymesh.protocol.envelope import Signed, check_signature, open_envelope
 from citymesh.protocol.errors import ProtocolError
 from citymesh.protocol.records import Record
 
+T = TypeVar("T")
 Verified = tuple[list[Record], Counter[str]]
 Checked = tuple[list[Signed], Counter[str]]
 
 
-def verify_chunk(envelopes: list[bytes], now_ms: int) -> Verified:
-    """Open every envelope; valid records in input order, rejections counted by error code."""
-    ok: list[Record] = []
+def _each(open_one: Callable[[bytes], T], envelopes: list[bytes]) -> tuple[list[T], Counter[str]]:
+    """``open_one`` on every envelope: what it returns in input order, refusals counted by code."""
+    ok: list[T] = []
     rejected: Counter[str] = Counter()
     for data in envelopes:
         try:
-            ok.append(open_envelope(data, now_ms=now_ms))
+            ok.append(open_one(data))
         except ProtocolError as err:
             rejected[err.code] += 1
     return ok, rejected
+
+
+def verify_chunk(envelopes: list[bytes], now_ms: int) -> Verified:
+    """Open every envelope (signature and payload)."""
+    return _each(partial(open_envelope, now_ms=now_ms), envelopes)
 
 
 def check_chunk(envelopes: list[bytes]) -> Checked:
-    """Check every envelope's signature; the signed ones in input order, rejections counted."""
-    ok: list[Signed] = []
-    rejected: Counter[str] = Counter()
-    for data in envelopes:
-        try:
-            ok.append(check_signature(data))
-        except ProtocolError as err:
-            rejected[err.code] += 1
-    return ok, rejected
+    """Check every envelope's signature only."""
+    return _each(check_signature, envelopes)
 
 
 class Verifier:
@@ -50,41 +52,33 @@ class Verifier:
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="citymesh-verify")
 
     async def verify(self, envelopes: list[bytes], now_ms: int) -> Verified:
-        if not envelopes:
-            return [], Counter()
-        loop = asyncio.get_running_loop()
-        size = max(1, -(-len(envelopes) // self.workers))
-        parts = await asyncio.gather(
-            *(
-                loop.run_in_executor(self.pool, verify_chunk, envelopes[i : i + size], now_ms)
-                for i in range(0, len(envelopes), size)
-            )
-        )
-        records: list[Record] = []
-        rejected: Counter[str] = Counter()
-        for ok, bad in parts:
-            records.extend(ok)
-            rejected.update(bad)
-        return records, rejected
+        """Signatures checked and payloads decoded, on the pool (repair; not relay ingest)."""
+        return await self._spread(partial(verify_chunk, now_ms=now_ms), envelopes)
 
     async def check(self, envelopes: list[bytes]) -> Checked:
         """Signatures only, on the pool (see the module's doc)."""
+        return await self._spread(check_chunk, envelopes)
+
+    async def _spread(
+        self, work: Callable[[list[bytes]], tuple[list[T], Counter[str]]], envelopes: list[bytes]
+    ) -> tuple[list[T], Counter[str]]:
+        """``work`` on one slice of the envelopes per worker; results in input order."""
         if not envelopes:
             return [], Counter()
         loop = asyncio.get_running_loop()
         size = max(1, -(-len(envelopes) // self.workers))
         parts = await asyncio.gather(
             *(
-                loop.run_in_executor(self.pool, check_chunk, envelopes[i : i + size])
+                loop.run_in_executor(self.pool, work, envelopes[i : i + size])
                 for i in range(0, len(envelopes), size)
             )
         )
-        signed: list[Signed] = []
+        out: list[T] = []
         rejected: Counter[str] = Counter()
         for ok, bad in parts:
-            signed.extend(ok)
+            out.extend(ok)
             rejected.update(bad)
-        return signed, rejected
+        return out, rejected
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
