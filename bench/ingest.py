@@ -346,11 +346,11 @@ async def child_main(home_dir: str, profile: str | None) -> None:
     loop_prof = writer_prof = None
     if profile:
         loop_prof, writer_prof = cProfile.Profile(), cProfile.Profile()
-        verify_mod.verify_chunk = timers.wrap(
-            "verify_chunk (pool threads)", verify_mod.verify_chunk
-        )
-        db_mod.Store.ingest = timers.wrap(  # type: ignore[method-assign]
-            "Store.ingest (writer thread)", db_mod.Store.ingest, writer_prof
+        verify_mod.check_chunk = timers.wrap("check_chunk (pool threads)", verify_mod.check_chunk)
+        db_mod.Store.ingest_signed = timers.wrap(  # type: ignore[method-assign]
+            "Store.ingest_signed (writer thread: decode, apply, commit)",
+            db_mod.Store.ingest_signed,
+            writer_prof,
         )
     home = Home(Path(home_dir))
     config = home.load_config()
