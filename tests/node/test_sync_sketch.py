@@ -219,6 +219,10 @@ async def scattered_loss(
     b, _ = await api_nodes(make_home("Ghent", relays=[nats_url]), [nats_url])
 
     await wait_for(lambda: _holds(b, x.author, records - lost), timeout=60)
+    # B's own first records reach A through the relay too: wait for them, so that A's set does
+    # not change during the session under test (a change makes it start over; see below).
+    own = len(db_rows(b.home.db_path, "SELECT id FROM records WHERE author = ?", b.identity))
+    await wait_for(lambda: _holds(a, b.identity, own), timeout=60)
     return a, a_url, b, x, gone
 
 
@@ -282,24 +286,34 @@ async def _holds(node: Node, author: bytes, n: int) -> bool:
     return int(rows[0][0]) >= n
 
 
+SketchReply = Callable[[int, bytes], bytes | None]
+"""What a proxy answers for the n-th sketch request (from 0) given the node's reply body; None:
+404, as a node from before the route."""
+
+
 @contextlib.asynccontextmanager
-async def old_node(target: str) -> AsyncIterator[str]:
-    """A proxy in front of a node that answers 404 for the sketch route, as a node from before
-    it would; everything else is passed through. Yields its base URL."""
+async def proxy_node(target: str, sketch_reply: SketchReply) -> AsyncIterator[str]:
+    """A proxy in front of a node that passes everything through but lets ``sketch_reply``
+    answer for the sketch route. Yields its base URL."""
+    sketch_requests = 0
     async with aiohttp.ClientSession() as http:
 
         async def forward(request: web.Request) -> web.Response:
-            if request.path == "/v1/sync/sketch":
-                raise web.HTTPNotFound()
+            nonlocal sketch_requests
             async with http.request(
                 request.method,
                 target + request.path_qs,
                 data=await request.read(),
                 headers={"Content-Type": request.content_type},
             ) as resp:
-                return web.Response(
-                    status=resp.status, body=await resp.read(), content_type=resp.content_type
-                )
+                status, body, ctype = resp.status, await resp.read(), resp.content_type
+            if request.path == "/v1/sync/sketch":
+                n, sketch_requests = sketch_requests, sketch_requests + 1
+                reply = sketch_reply(n, body)
+                if reply is None:
+                    raise web.HTTPNotFound()
+                body = reply
+            return web.Response(status=status, body=body, content_type=ctype)
 
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", forward)
@@ -309,3 +323,42 @@ async def old_node(target: str) -> AsyncIterator[str]:
             yield str(proxy.make_url("")).rstrip("/")
         finally:
             await proxy.close()
+
+
+def old_node(target: str) -> contextlib.AbstractAsyncContextManager[str]:
+    """A node from before the sketch route: 404 for it."""
+    return proxy_node(target, lambda n, body: None)
+
+
+def _shifted(body: bytes) -> bytes:
+    """The reply with its symbols claiming to start elsewhere: a session cannot use it."""
+    out = msgspec.msgpack.decode(body, type=api_sync.SketchOut)
+    moved = msgspec.structs.replace(out.symbols, start=out.symbols.start + 1)
+    return msgspec.msgpack.encode(api_sync.SketchOut(symbols=moved))
+
+
+async def test_a_sketch_session_that_goes_wrong_is_started_once_more(
+    nats_url: str, make_home: MakeHome, api_nodes: StartApi
+) -> None:
+    """Symbols that do not fit the session (as when the peer's set changes between two of its
+    requests) end it; a second session from the first symbol decodes."""
+    _, a_url, b, x, gone = await scattered_loss(nats_url, make_home, api_nodes, records=200, lost=5)
+    assert b.repair is not None
+    spoil_first: SketchReply = lambda n, body: _shifted(body) if n == 0 else body  # noqa: E731
+    async with proxy_node(a_url, spoil_first) as url:
+        sync = await b.repair.sync_peer(url, heads=False, reconcile=True)
+    assert sync.method == "sketch" and sync.sketch_failed is None, sync
+    assert set(gone) <= served_ids(b)
+    assert applied_seq(b.home.db_path, x.author) == 200
+
+
+async def test_after_two_sessions_go_wrong_ranges_take_over(
+    nats_url: str, make_home: MakeHome, api_nodes: StartApi
+) -> None:
+    _, a_url, b, _, gone = await scattered_loss(nats_url, make_home, api_nodes, records=200, lost=5)
+    assert b.repair is not None
+    async with proxy_node(a_url, lambda n, body: _shifted(body)) as url:
+        sync = await b.repair.sync_peer(url, heads=False, reconcile=True)
+    assert sync.method == "ranges", sync
+    assert "symbols start at" in (sync.sketch_failed or ""), sync
+    assert set(gone) <= served_ids(b)

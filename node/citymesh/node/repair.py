@@ -73,6 +73,8 @@ FETCH_TIMEOUT = 10.0
 _records = msgspec.msgpack.Decoder(api_sync.SyncRecords)
 _reconcile_out = msgspec.msgpack.Decoder(api_sync.ReconcileOut)
 _sketch_out = msgspec.msgpack.Decoder(api_sync.SketchOut)
+SKETCH_ATTEMPTS = 2
+"""Sketch sessions tried with a peer before ranges, when the symbols contradict each other."""
 _heads = msgspec.json.Decoder(api_sync.SyncHeads)
 _encoder = msgspec.msgpack.Encoder()
 
@@ -445,11 +447,19 @@ class Repairer:
             changed = await self.node.writer.run(self._ids_if_changed)
             if changed is not None:  # walking the ids that came and went takes a while
                 await asyncio.to_thread(self._update_sketch, *changed)
-            session = sketch.Session(self._sketch, max_symbols=self.sketch_max_symbols)
-            try:
-                reason = await self._sketch_rounds(peer, session, sync)
-            except ProtocolError as err:  # malformed symbols, or not decoded within the bound
-                reason = str(err)
+            for _ in range(SKETCH_ATTEMPTS):
+                session = sketch.Session(self._sketch, max_symbols=self.sketch_max_symbols)
+                try:
+                    reason = await self._sketch_rounds(peer, session, sync)
+                except sketch.SketchError as err:
+                    # Symbols that contradict each other: most often the peer's set changed
+                    # between two of our requests (a record arrived there); a fresh session
+                    # reads the new set from its first symbol.
+                    reason = str(err)
+                    continue
+                except ProtocolError as err:  # not decoded within the bound
+                    reason = str(err)
+                break
         if reason is not None:
             sync.sketch_failed = reason
             log.log(
