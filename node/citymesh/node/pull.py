@@ -87,7 +87,8 @@ class BatchPull:
     async def fetch(self, batch: int, timeout: float) -> list[tuple[bytes, int]]:
         """Up to ``batch`` messages the relay holds now, as (data, stream seq); an empty list when
         it has none. Raises `PullError` on an error status, ``nats.errors.TimeoutError`` when the
-        relay does not answer within ``timeout`` (the subscription is then unusable: close)."""
+        relay does not finish answering within ``timeout`` plus a second (the subscription is then
+        unusable: close)."""
         assert self._sub is not None
         self._got, self._want, self._status = [], batch, None
         self._done.clear()

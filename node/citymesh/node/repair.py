@@ -69,12 +69,12 @@ MAX_RESPONSE = 32 * 1024 * 1024
 PAGE = 500
 MAX_ROUNDS = 32
 FETCH_TIMEOUT = 10.0
+SKETCH_ATTEMPTS = 2
+"""Sketch sessions tried with a peer before ranges, when the symbols contradict each other."""
 
 _records = msgspec.msgpack.Decoder(api_sync.SyncRecords)
 _reconcile_out = msgspec.msgpack.Decoder(api_sync.ReconcileOut)
 _sketch_out = msgspec.msgpack.Decoder(api_sync.SketchOut)
-SKETCH_ATTEMPTS = 2
-"""Sketch sessions tried with a peer before ranges, when the symbols contradict each other."""
 _heads = msgspec.json.Decoder(api_sync.SyncHeads)
 _encoder = msgspec.msgpack.Encoder()
 
