@@ -1,6 +1,6 @@
 """100,000 hostile inputs through the node's verification batch functions and `open_envelope`
 under them: `verify_chunk` (what repair runs in the thread pool) and the relay ingest's two halves,
-`check_chunk` (the thread pool) then `decode_signed` (the writer, in `Store.ingest_signed`), which
+`check_chunk` (the thread pool) then `decode_chunk` (the writer, in `Store.ingest_signed`), which
 must accept and refuse exactly the same inputs.
 
 Inputs come from the protocol fuzzer (tests/protocol/test_fuzz.py: random bytes, mutated
@@ -16,9 +16,8 @@ import os
 import time
 from collections import Counter
 
-from citymesh.node.verify import check_chunk, verify_chunk
-from citymesh.protocol.envelope import decode_signed
-from citymesh.protocol.errors import ERROR_CODES, ProtocolError
+from citymesh.node.verify import check_chunk, decode_chunk, verify_chunk
+from citymesh.protocol.errors import ERROR_CODES
 
 from ..protocol.builders import NOW_MS
 from ..protocol.test_fuzz import Fuzzer
@@ -51,13 +50,9 @@ def test_verify_batches_only_count_protocol_errors() -> None:
         ] + rng.sample(edges, min(10, len(edges)))
         try:
             ok, bad = verify_chunk(batch, NOW_MS)
-            signed, split_bad = check_chunk(batch)
-            split_ok = []
-            for item in signed:
-                try:
-                    split_ok.append(decode_signed(item, now_ms=NOW_MS))
-                except ProtocolError as err:
-                    split_bad[err.code] += 1
+            signed, unsigned = check_chunk(batch)
+            split_ok, undecoded = decode_chunk(signed, NOW_MS)
+            split_bad = unsigned + undecoded
         except Exception as err:  # the finding: anything but a counted rejection
             raise AssertionError(f"seed={SEED} batch={batch_no}: {err!r}") from err
         assert split_ok == ok and split_bad == bad, (SEED, batch_no)

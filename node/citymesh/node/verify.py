@@ -15,22 +15,23 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TypeVar
 
-from citymesh.protocol.envelope import Signed, check_signature, open_envelope
+from citymesh.protocol.envelope import Signed, check_signature, decode_signed, open_envelope
 from citymesh.protocol.errors import ProtocolError
 from citymesh.protocol.records import Record
 
+S = TypeVar("S")
 T = TypeVar("T")
 Verified = tuple[list[Record], Counter[str]]
 Checked = tuple[list[Signed], Counter[str]]
 
 
-def _each(open_one: Callable[[bytes], T], envelopes: list[bytes]) -> tuple[list[T], Counter[str]]:
-    """``open_one`` on every envelope: what it returns in input order, refusals counted by code."""
+def _each(open_one: Callable[[S], T], items: list[S]) -> tuple[list[T], Counter[str]]:
+    """``open_one`` on every item: what it returns in input order, refusals counted by code."""
     ok: list[T] = []
     rejected: Counter[str] = Counter()
-    for data in envelopes:
+    for item in items:
         try:
-            ok.append(open_one(data))
+            ok.append(open_one(item))
         except ProtocolError as err:
             rejected[err.code] += 1
     return ok, rejected
@@ -44,6 +45,11 @@ def verify_chunk(envelopes: list[bytes], now_ms: int) -> Verified:
 def check_chunk(envelopes: list[bytes]) -> Checked:
     """Check every envelope's signature only."""
     return _each(check_signature, envelopes)
+
+
+def decode_chunk(signed: list[Signed], now_ms: int) -> Verified:
+    """Decode envelopes whose signatures were checked (on the writer's thread)."""
+    return _each(partial(decode_signed, now_ms=now_ms), signed)
 
 
 class Verifier:

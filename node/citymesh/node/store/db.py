@@ -12,11 +12,11 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from citymesh.protocol.envelope import Signed, decode_signed
-from citymesh.protocol.errors import ProtocolError
+from citymesh.protocol.envelope import Signed
 from citymesh.protocol.records import Record
 from citymesh.protocol.subjects import subject
 
+from ..verify import decode_chunk
 from . import trust
 from .apply import HOUR_MS, ApplyResult, apply_records
 from .catalogue import Connection
@@ -153,14 +153,10 @@ class Store:
         """`ingest` for envelopes whose signatures were checked elsewhere: decoded here, on the
         writer's thread (see `citymesh.node.verify`); the ones that do not decode are counted
         with ``rejected``."""
-        records: list[Record] = []
-        rejected = Counter(rejected)
-        for item in signed:
-            try:
-                records.append(decode_signed(item, now_ms=now_ms))
-            except ProtocolError as err:
-                rejected[err.code] += 1
-        return self.ingest(records, rejected, now_ms=now_ms, cursor=cursor, bridge_to=bridge_to)
+        records, undecoded = decode_chunk(signed, now_ms)
+        return self.ingest(
+            records, rejected + undecoded, now_ms=now_ms, cursor=cursor, bridge_to=bridge_to
+        )
 
     def count_rejections(self, rejected: Counter[str]) -> None:
         with self.transaction():
